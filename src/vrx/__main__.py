@@ -1,0 +1,7 @@
+"""``python -m vrx`` is the ``vrx`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""Benchmark: making concept patches (segment_image + extract_patches) against SLIC alone.
+
+Target: patching costs at most 1.5x the three plain ``skimage.segmentation.slic`` calls per image.
+Images: toyworld-like 128x128 scenes and skimage's bundled photos resized to 224x224 (the
+EfficientNet input). Each variant is timed ``--reps`` times per image, interleaved, after one
+warm-up; the fastest rep is kept per image (the machine's 2 cores are shared, and the minimum is the
+least disturbed estimate), and the table reports the median over images.
+
+    python bench/bench_patches.py [--reps 3] [--toy 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from skimage import data, transform
+from skimage.segmentation import slic
+
+from vrx.concepts.patches import extract_patches
+from vrx.concepts.segmentation import SegmentationConfig, segment_image
+
+FILL = (0.498, 0.498, 0.498)  # EfficientNet-Lite0's zero in [0, 1] space
+
+
+def toy_images(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """128x128 scenes from vrx.data.toyworld when available, else toyworld-like random shapes."""
+    try:
+        from vrx.data.toyworld import generate_scenes, render  # written by another helper
+        scenes = generate_scenes(n, seed=seed)
+        images = [np.asarray(render(s), dtype=np.float32) for s in scenes][:n]
+        if images and images[0].ndim == 3 and images[0].shape[-1] == 3:
+            return [transform.resize(im, (128, 128)).astype(np.float32) if im.shape[:2] != (128, 128)
+                    else im for im in images], "vrx.data.toyworld"
+    except Exception:  # noqa: BLE001 - any failure means: use the stand-in scenes
+        pass
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    images = []
+    for _ in range(n):
+        img = np.empty((128, 128, 3), np.float32)
+        img[:] = rng.uniform(0.2, 0.8, 3)
+        img += rng.normal(0, 0.03, img.shape).astype(np.float32)  # sensor-like texture
+        for _ in range(rng.integers(3, 7)):
+            cy, cx = rng.uniform(10, 118, 2)
+            ry, rx = rng.uniform(6, 28, 2)
+            if rng.random() < 0.5:
+                inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+            else:
+                inside = (abs(yy - cy) <= ry) & (abs(xx - cx) <= rx)
+            img[inside] = rng.uniform(0, 1, 3)
+        images.append(np.clip(img, 0, 1))
+    return images, "stand-in random shapes"
+
+
+def photos() -> list[np.ndarray]:
+    """skimage's bundled photos, with crops and flips, resized to 224x224."""
+    out = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        im = getattr(data, name)().astype(np.float32) / 255.0
+        h, w = im.shape[:2]
+        s = min(h, w)
+        views = [im, im[:, ::-1], im[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]]
+        out += [transform.resize(v, (224, 224), anti_aliasing=True).astype(np.float32) for v in views]
+    return out
+
+
+def slic_alone(image: np.ndarray, config: SegmentationConfig) -> None:
+    for n in config.n_segments:
+        slic(image, n_segments=n, compactness=config.compactness, sigma=config.sigma,
+             start_label=config.start_label, channel_axis=-1)
+
+
+def patching(image: np.ndarray, config: SegmentationConfig, size: int) -> int:
+    segments = segment_image(image, config)
+    return len(extract_patches(image, segments, FILL, (size, size)))
+
+
+def timed(fn, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def run(images: list[np.ndarray], config: SegmentationConfig, reps: int) -> dict[str, float]:
+    slic_alone(images[0], config)  # warm-up: imports, caches, thread pools
+    for size in (224, 128):
+        patching(images[0], config, size)
+    rows = {"slic": [], "p224": [], "p128": [], "n": []}
+    for image in images:
+        # Interleaved per image, so drift in machine load hits all variants alike.
+        rows["slic"].append(timed(lambda: slic_alone(image, config), reps))
+        rows["p224"].append(timed(lambda: patching(image, config, 224), reps))
+        rows["p128"].append(timed(lambda: patching(image, config, 128), reps))
+        rows["n"].append(patching(image, config, 8))
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    med["r224"] = statistics.median(a / b for a, b in zip(rows["p224"], rows["slic"]))
+    med["r128"] = statistics.median(a / b for a, b in zip(rows["p128"], rows["slic"]))
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--toy", type=int, default=10)
+    args = parser.parse_args()
+    config = SegmentationConfig()
+    toys, source = toy_images(args.toy)
+    groups = {f"toy 128px ({source})": toys, "photos 224px (skimage.data)": photos()}
+    print(f"torch threads {torch.get_num_threads()}; config {config}; median over images, "
+          f"best of {args.reps} reps each")
+    print(f"{'images':42s} {'n':>3s} {'segs':>5s} {'SLIC s/img':>10s} {'patch->224 s/img':>17s} "
+          f"{'ratio':>6s} {'patch->128 s/img':>17s} {'ratio':>6s}")
+    for name, images in groups.items():
+        m = run(images, config, args.reps)
+        print(f"{name:42s} {len(images):3d} {m['n']:5.0f} {m['slic']:10.4f} {m['p224']:17.4f} "
+              f"{m['r224']:6.2f} {m['p128']:17.4f} {m['r128']:6.2f}")
+    print("ratio = (segment_image + extract_patches) / (three slic calls), per image; target <= 1.5")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``vrx discover``: find each class's visual concepts and write the concept bank."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import add_model_arguments, adapter_from_args, save_run_manifest
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``discover`` sub-command."""
+    p = sub.add_parser("discover", help="discover each class's visual concepts (ACE + Grad-CAM + TCAV)",
+                       description="Segment each class's images, cluster patch features at the model's "
+                                   "bottleneck, rank clusters by TCAV and keep the top significant ones.")
+    add_model_arguments(p)
+    p.add_argument("--images", required=True, help="folder with one sub-folder of images per class")
+    p.add_argument("--classes", help="comma-separated class names (default: every sub-folder)")
+    p.add_argument("--random", help="folder of random images (default: IMAGES/random)")
+    p.add_argument("--out", required=True, help="run folder; concepts go to OUT/concepts/")
+    p.add_argument("--config", help="JSON file overriding discovery settings")
+    p.add_argument("--max-images", type=int, help="use at most this many images per class")
+    p.add_argument("--no-gradcam", action="store_true", help="switch the Grad-CAM foreground filter off")
+    p.add_argument("--compare-gradcam", action="store_true",
+                   help="also discover with the filter flipped and report purity for both")
+    p.add_argument("--seed", type=int, help="random seed (k-means, random sets, CAVs)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run discovery and print the summary."""
+    import dataclasses
+
+    from ..concepts.config import ConceptConfig
+    from ..concepts.discover import discover
+    from ..data.images import load_image_folder
+
+    config = ConceptConfig.load(args.config) if args.config else ConceptConfig()
+    if args.no_gradcam:
+        config = dataclasses.replace(config, gradcam=dataclasses.replace(config.gradcam, enabled=False))
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    images = load_image_folder(args.images, classes, random_dir=args.random,
+                               max_images_per_class=args.max_images)
+    adapter = adapter_from_args(args)
+    save_run_manifest(Path(args.out), args, images=args.images)
+    _, summary = discover(adapter, images, args.out, config, compare_gradcam=args.compare_gradcam)
+    print(format_summary(summary))
+    print(f"concept bank: {Path(args.out) / 'concepts'}")
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable discovery summary: per class counts and seconds per stage."""
+    lines = [f"{'class':<20}{'images':>8}{'patches':>9}{'kept':>7}{'clusters':>10}{'signif.':>9}{'concepts':>10}"]
+    for cls, s in summary["per_class"].items():
+        lines.append(f"{cls:<20}{s['images']:>8}{s['patches']:>9}{s['patches_kept']:>7}"
+                     f"{s['clusters']:>10}{s['significant']:>9}{s['concepts']:>10}")
+    lines.append("seconds: " + json.dumps(summary["seconds"]))
+    lines.append(f"significance: two-sided Welch t-test vs random CAVs, {summary['correction']} corrected")
+    if "purity" in summary:
+        for variant, per_class in summary["purity"].items():
+            for cls, s in per_class.items():
+                lines.append(f"purity [{variant}] {cls}: {s['n_pure']}/{s['n_concepts']} concepts >= "
+                             f"{s['threshold']}, part types {s['part_types']}")
+    return "\n".join(lines)

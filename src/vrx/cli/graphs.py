@@ -1,0 +1,31 @@
+"""``vrx graphs``: build every class's structural concept graph for a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``graphs`` sub-command."""
+    p = sub.add_parser("graphs", help="build structural concept graphs (and teacher logits) for images",
+                       description="Match each class's concepts to every image's patches and write "
+                                   "RUN/graphs/ for `vrx train`.")
+    p.add_argument("--run", required=True, help="run folder made by `vrx discover`")
+    p.add_argument("--images", required=True, help="folder with one sub-folder of images per class")
+    p.add_argument("--max-images", type=int, help="use at most this many images per class")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build and save the graphs; print a one-line description."""
+    from ..data.images import load_image_folder
+    from ..graphs.pipeline import build_graphs
+    from ..graphs.scg import describe
+    from ._common import adapter_from_run
+
+    images = load_image_folder(args.images, max_images_per_class=args.max_images)
+    ds = build_graphs(adapter_from_run(Path(args.run)), images, args.run)
+    print(describe(ds))
+    print(f"graphs: {Path(args.run) / 'graphs'}")
+    return 0

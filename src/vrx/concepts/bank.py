@@ -1,0 +1,180 @@
+"""ConceptBank: the discovered concepts of every class, saved as safetensors + ``bank.json``.
+
+Each concept keeps its centre, TCAV statistics, and its members (image, resolution, bounding
+box and exact segment mask), so anything about a concept can be recomputed from the bank alone.
+Member masks are stored cropped to their box and bit-packed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, UnknownClassError
+from ..store import load_tensors, read_json, save_tensors, write_json
+
+BANK_VERSION = 1
+
+
+@dataclass
+class Member:
+    """One example patch of a concept."""
+
+    image: str                       # image path (or id) the patch comes from
+    resolution: int                  # SLIC resolution index
+    bbox: tuple[int, int, int, int]  # (y0, x0, y1, x1), end-exclusive
+    mask: np.ndarray                 # bool, the segment inside bbox (shape y1-y0, x1-x0)
+    image_shape: tuple[int, int]
+    distance: float                  # L2 distance of its feature to the concept centre
+
+    def full_mask(self) -> np.ndarray:
+        """The segment mask at full image resolution."""
+        out = np.zeros(self.image_shape, dtype=bool)
+        y0, x0, y1, x1 = self.bbox
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+
+@dataclass
+class Concept:
+    """A ranked visual concept of one class."""
+
+    class_name: str
+    rank: int                  # 1 = most important (highest TCAV score among significant)
+    cluster: int               # k-means label it came from
+    center: np.ndarray         # [C] mean channel feature
+    tcav: float                # mean TCAV score over random sets
+    tcav_std: float
+    p_value: float             # corrected for multiple testing
+    significant: bool
+    cav_accuracy: float
+    size: int                  # patches in the cluster
+    members: list[Member] = field(default_factory=list)
+    cluster_distances: np.ndarray | None = None  # sorted distances of all cluster patches to the centre
+    thumbnails: np.ndarray | None = None   # [k, h, w, 3] uint8 best examples, nearest first
+
+    @property
+    def name(self) -> str:
+        """Stable display name, e.g. ``fire_engine/2``."""
+        return f"{self.class_name}/{self.rank}"
+
+    def radius(self, quantile: float) -> float:
+        """The ``quantile`` of the cluster's distances to its centre: a calibrated detection threshold."""
+        d = self.cluster_distances if self.cluster_distances is not None else self.member_distances
+        return float(np.quantile(d, quantile))
+
+    @property
+    def member_distances(self) -> np.ndarray:
+        """Distances of the members to the centre, nearest first."""
+        return np.array([m.distance for m in self.members], dtype=np.float32)
+
+
+@dataclass
+class ConceptBank:
+    """Per class, its ranked concepts, plus what is needed to match them again."""
+
+    concepts: dict[str, list[Concept]]
+    model_id: str
+    layer: str
+    config: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)   # per-class discovery statistics
+    candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes of interest, in discovery order."""
+        return list(self.concepts)
+
+    @property
+    def n_concepts(self) -> int:
+        """N, the most concepts any class has (graphs pad the rest with dummy nodes)."""
+        return max((len(c) for c in self.concepts.values()), default=0)
+
+    @property
+    def feature_dim(self) -> int:
+        """C, the size of a concept centre (the bottleneck's channel count)."""
+        return next((len(c.center) for cs in self.concepts.values() for c in cs), 0)
+
+    def __getitem__(self, class_name: str) -> list[Concept]:
+        try:
+            return self.concepts[class_name]
+        except KeyError:
+            raise UnknownClassError(f"class {class_name!r} is not in the concept bank "
+                                    f"(it has {self.class_names})") from None
+
+    def centers(self, class_name: str) -> np.ndarray:
+        """[n, C] concept centres of a class, in rank order."""
+        return np.stack([c.center for c in self[class_name]]) if self[class_name] else np.zeros((0, 0))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``bank.safetensors`` and ``bank.json`` into ``directory``."""
+        directory = Path(directory)
+        tensors: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {"version": BANK_VERSION, "model_id": self.model_id, "layer": self.layer,
+                                "config": self.config, "stats": self.stats,
+                                "candidates": self.candidates, "classes": {}}
+        for cls, concepts in self.concepts.items():
+            entries = []
+            for c in concepts:
+                key = f"{cls}/{c.rank}"
+                tensors[f"{key}/center"] = c.center.astype(np.float32)
+                bits = [np.packbits(m.mask.ravel()) for m in c.members]
+                tensors[f"{key}/masks"] = np.concatenate(bits) if bits else np.zeros(0, np.uint8)
+                if c.cluster_distances is not None:
+                    tensors[f"{key}/cluster_distances"] = c.cluster_distances.astype(np.float32)
+                if c.thumbnails is not None:
+                    tensors[f"{key}/thumbnails"] = c.thumbnails
+                entries.append({
+                    "rank": c.rank, "cluster": c.cluster, "tcav": c.tcav, "tcav_std": c.tcav_std,
+                    "p_value": c.p_value, "significant": c.significant, "cav_accuracy": c.cav_accuracy,
+                    "size": c.size, "n_members": len(c.members),
+                    "members": [{"image": m.image, "resolution": m.resolution, "bbox": list(m.bbox),
+                                 "image_shape": list(m.image_shape), "distance": m.distance,
+                                 "n_bytes": int(b.size)} for m, b in zip(c.members, bits)]})
+            meta["classes"][cls] = entries
+        save_tensors(directory / "bank.safetensors", tensors)
+        write_json(directory / "bank.json", meta)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ConceptBank:
+        """Read a bank written by :meth:`save`; ArtifactError names what is missing or wrong."""
+        directory = Path(directory)
+        meta = read_json(directory / "bank.json")
+        if meta.get("version") != BANK_VERSION:
+            raise ArtifactError(f"{directory / 'bank.json'}: bank version {meta.get('version')!r}, "
+                                f"expected {BANK_VERSION}")
+        tensors = {k: v.numpy() for k, v in load_tensors(directory / "bank.safetensors").items()}
+        concepts: dict[str, list[Concept]] = {}
+        try:
+            for class_name, entries in meta["classes"].items():
+                concepts[class_name] = [_concept_from(class_name, e, tensors) for e in entries]
+        except KeyError as exc:
+            raise ArtifactError(f"{directory}: bank.json and bank.safetensors disagree "
+                                f"(missing {exc})") from None
+        return cls(concepts=concepts, model_id=meta["model_id"], layer=meta["layer"],
+                   config=meta["config"], stats=meta.get("stats", {}),
+                   candidates=meta.get("candidates", {}))
+
+
+def _concept_from(class_name: str, e: dict[str, Any], tensors: dict[str, np.ndarray]) -> Concept:
+    key = f"{class_name}/{e['rank']}"
+    packed = tensors[f"{key}/masks"]
+    members, offset = [], 0
+    for m in e["members"]:
+        y0, x0, y1, x1 = m["bbox"]
+        n = m["n_bytes"]
+        bits = np.unpackbits(packed[offset:offset + n], count=(y1 - y0) * (x1 - x0))
+        offset += n
+        members.append(Member(image=m["image"], resolution=m["resolution"], bbox=tuple(m["bbox"]),
+                              mask=bits.astype(bool).reshape(y1 - y0, x1 - x0),
+                              image_shape=tuple(m["image_shape"]), distance=float(m["distance"])))
+    return Concept(class_name=class_name, rank=e["rank"], cluster=e["cluster"],
+                   center=tensors[f"{key}/center"], tcav=e["tcav"], tcav_std=e["tcav_std"],
+                   p_value=e["p_value"], significant=e["significant"], cav_accuracy=e["cav_accuracy"],
+                   size=e["size"], members=members, thumbnails=tensors.get(f"{key}/thumbnails"),
+                   cluster_distances=tensors.get(f"{key}/cluster_distances"))

@@ -1,0 +1,117 @@
+"""Configuration of the Visual Concept Extractor (defaults follow the paper and ACE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .segmentation import SegmentationConfig
+
+
+@dataclass(frozen=True)
+class GradCamConfig:
+    """Grad-CAM foreground filter: keep the top ``keep_top`` of pixels, patches at least ``min_inside`` in."""
+
+    enabled: bool = True
+    keep_top: float = 0.5
+    min_inside: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """k-means per class and ACE's cluster acceptance rules.
+
+    ACE's absolute thresholds (min size 40 for 50 discovery images) are expressed here as
+    fractions of the number of discovery images so they scale with the image count.
+    """
+
+    n_clusters: int = 25
+    n_init: int = 10
+    min_size_fraction: float = 0.8
+    n_members: int = 50
+
+
+@dataclass(frozen=True)
+class TCAVConfig:
+    """CAVs against random patch sets and the significance test that ranks concepts."""
+
+    n_random_sets: int = 20
+    random_set_size: int = 50
+    alpha: float = 0.05
+    correction: str = "holm"  # "holm" or "bonferroni"
+    sgd_alpha: float = 0.01
+    n_concepts: int = 4
+
+
+@dataclass(frozen=True)
+class ConceptConfig:
+    """Everything that decides what ConceptExtractor.fit discovers."""
+
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    gradcam: GradCamConfig = field(default_factory=GradCamConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tcav: TCAVConfig = field(default_factory=TCAVConfig)
+    seed: int = 0
+    batch_size: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the configuration."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConceptConfig:
+        """Build a configuration from (possibly partial) nested dicts; unknown keys are errors."""
+        parts = {"segmentation": SegmentationConfig, "gradcam": GradCamConfig,
+                 "cluster": ClusterConfig, "tcav": TCAVConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in parts:
+                kwargs[key] = _build(parts[key], value, key)
+            elif key in ("seed", "batch_size"):
+                kwargs[key] = int(value)
+            else:
+                raise ConfigError(f"unknown concept configuration key {key!r}")
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> ConceptConfig:
+        """Read a JSON configuration file."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
+
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values."""
+        g, c, t = self.gradcam, self.cluster, self.tcav
+        checks = [
+            (0 < g.keep_top <= 1, "gradcam.keep_top must be in (0, 1]"),
+            (0 <= g.min_inside <= 1, "gradcam.min_inside must be in [0, 1]"),
+            (c.n_clusters >= 1, "cluster.n_clusters must be >= 1"),
+            (c.n_members >= 2, "cluster.n_members must be >= 2"),
+            (t.n_random_sets >= 2, "tcav.n_random_sets must be >= 2"),
+            (t.random_set_size >= 2, "tcav.random_set_size must be >= 2"),
+            (0 < t.alpha < 1, "tcav.alpha must be in (0, 1)"),
+            (t.correction in ("holm", "bonferroni"), "tcav.correction must be 'holm' or 'bonferroni'"),
+            (t.n_concepts >= 1, "tcav.n_concepts must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def _build(kind: type, value: Any, name: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"unknown {name} keys: {sorted(unknown)}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return kind(**fixed)

@@ -1,0 +1,130 @@
+"""Patch features: segment an image, featurise every patch at the bottleneck, cache the result.
+
+The cache holds one safetensors file per image, keyed by the image's pixels, the model, the
+layer and the segmentation settings, and written atomically as soon as the image is done: a
+re-run or a resumed run recomputes nothing, and a crash loses at most the image in flight.
+Segments are cached *before* the Grad-CAM filter, so one featurisation serves every class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ArtifactError
+from ..models.adapter import ClassifierAdapter
+from ..store import content_hash, load_tensors, save_tensors
+from .patches import extract_patches
+from .segmentation import Segment, SegmentationConfig, segment_image
+
+log = logging.getLogger(__name__)
+
+_CACHE_VERSION = "patches-v1"
+
+
+@dataclass
+class ImagePatches:
+    """All candidate patches of one image: their segments and channel-mean bottleneck features."""
+
+    shape: tuple[int, int]
+    features: np.ndarray      # [M, C] float32, activations averaged over space
+    masks: np.ndarray         # [M, H, W] bool
+    bboxes: np.ndarray        # [M, 4] int (y0, x0, y1, x1), end-exclusive
+    resolutions: np.ndarray   # [M] int, index into SegmentationConfig.n_segments
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def segments(self, index: np.ndarray | None = None) -> list[Segment]:
+        """The Segment objects, optionally only those at ``index``."""
+        rows = range(len(self)) if index is None else np.asarray(index).tolist()
+        return [Segment(mask=self.masks[i], bbox=tuple(int(v) for v in self.bboxes[i]),
+                        resolution=int(self.resolutions[i])) for i in rows]
+
+    def inside_fraction(self, keep_mask: np.ndarray) -> np.ndarray:
+        """For each patch, the fraction of its pixels that lie inside ``keep_mask``."""
+        flat = self.masks.reshape(len(self), -1)
+        inside = flat @ keep_mask.reshape(-1).astype(np.float32)
+        return inside / np.maximum(flat.sum(1), 1)
+
+    def centroids(self) -> np.ndarray:
+        """[M, 2] mask centroids as (x, y), normalised to [0, 1] by width and height."""
+        h, w = self.shape
+        ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
+        area = np.maximum(self.masks.sum((1, 2)), 1)
+        cy = (self.masks.sum(2) @ ys) / area
+        cx = (self.masks.sum(1) @ xs) / area
+        return np.stack([(cx + 0.5) / w, (cy + 0.5) / h], axis=1).astype(np.float32)
+
+
+class PatchFeaturizer:
+    """Segments images and featurises their patches at the adapter's bottleneck, with a disk cache."""
+
+    def __init__(self, adapter: ClassifierAdapter, segmentation: SegmentationConfig,
+                 cache_dir: str | Path | None = None, batch_size: int = 64):
+        self.adapter = adapter
+        self.segmentation = segmentation
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.batch_size = batch_size
+        self.hits = 0
+        self.misses = 0
+        self._settings = json.dumps({"v": _CACHE_VERSION, "model": adapter.model_id,
+                                     "layer": adapter.bottleneck, "size": list(adapter.input_size),
+                                     "seg": dataclasses.asdict(segmentation)}, sort_keys=True)
+
+    def patches(self, image: np.ndarray, segments: list[Segment]) -> torch.Tensor:
+        """Model-input-sized patches for ``segments``, background filled with the model's zero."""
+        fill = self.adapter.fill_value.numpy()
+        return extract_patches(image, segments, fill, tuple(self.adapter.input_size))
+
+    def __call__(self, image: np.ndarray) -> ImagePatches:
+        """Segment ``image`` (HxWx3 float in [0,1]) and featurise its patches, using the cache."""
+        key = content_hash(np.ascontiguousarray(image, dtype=np.float32), self._settings)
+        path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
+        if path is not None and path.exists():
+            try:
+                cached = _load(path)
+                self.hits += 1
+                return cached
+            except ArtifactError as exc:
+                log.warning("ignoring unreadable cache entry %s (%s); recomputing", path, exc)
+        self.misses += 1
+        segments = segment_image(image, self.segmentation)
+        result = self._featurise(image, segments)
+        if path is not None:
+            _save(path, result)
+        return result
+
+    def _featurise(self, image: np.ndarray, segments: list[Segment]) -> ImagePatches:
+        h, w = image.shape[:2]
+        if segments:
+            acts = self.adapter.activations(self.patches(image, segments), batch_size=self.batch_size)
+            features = acts.flatten(2).mean(2).numpy().astype(np.float32)
+            masks = np.stack([s.mask for s in segments])
+        else:
+            features = np.zeros((0, 0), np.float32)
+            masks = np.zeros((0, h, w), bool)
+        return ImagePatches(
+            shape=(h, w), features=features, masks=masks,
+            bboxes=np.array([s.bbox for s in segments], dtype=np.int32).reshape(-1, 4),
+            resolutions=np.array([s.resolution for s in segments], dtype=np.int32))
+
+
+def _save(path: Path, p: ImagePatches) -> None:
+    packed = np.packbits(p.masks.reshape(len(p), -1), axis=1)
+    save_tensors(path, {"features": p.features, "masks": packed, "bboxes": p.bboxes,
+                        "resolutions": p.resolutions, "shape": np.array(p.shape, dtype=np.int64)})
+
+
+def _load(path: Path) -> ImagePatches:
+    t = {k: v.numpy() for k, v in load_tensors(path).items()}
+    h, w = (int(v) for v in t["shape"])
+    masks = np.unpackbits(t["masks"], axis=1, count=h * w).astype(bool).reshape(-1, h, w)
+    return ImagePatches(shape=(h, w), features=t["features"], masks=masks,
+                        bboxes=t["bboxes"], resolutions=t["resolutions"])

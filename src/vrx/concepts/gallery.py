@@ -1,0 +1,39 @@
+"""Concept galleries: per class, one row of best example patches per concept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .bank import ConceptBank  # noqa: E402
+
+
+def save_gallery(bank: ConceptBank, class_name: str, path: str | Path, max_examples: int = 8) -> Path:
+    """Draw ``class_name``'s concepts (rank, TCAV score, p-value as row titles) into a PNG."""
+    concepts = bank[class_name]
+    rows = max(len(concepts), 1)
+    fig, axes = plt.subplots(rows, max_examples, figsize=(1.3 * max_examples, 1.55 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not concepts:
+        axes[0, 0].text(0, 0.5, f"{class_name}: no significant concept", fontsize=10)
+    for r, c in enumerate(concepts):
+        thumbs = c.thumbnails if c.thumbnails is not None else []
+        for k, thumb in enumerate(thumbs[:max_examples]):
+            axes[r, k].imshow(thumb)
+        flag = "" if c.significant else " (not significant)"
+        axes[r, 0].set_title(f"concept {c.rank}: TCAV {c.tcav:.2f}, p={c.p_value:.2g}{flag}",
+                             loc="left", fontsize=9)
+    fig.suptitle(f"{class_name}: concepts by TCAV rank", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,169 @@
+"""Concept patches: each segment's box crop, outside-of-segment pixels filled, resized for the model.
+
+The fill is the [0, 1] colour that the model's normalisation maps to 0 (the caller passes it), so the
+background carries no signal; ACE/VRX used GoogleNet's 117/255 even for Xception. The crop box is
+end-exclusive and tight, so the whole segment is kept (the original dropped the last row and column).
+Resizing is bicubic with antialiasing (PIL's kernel, as in the original's PIL BICUBIC), clamped to
+[0, 1] because bicubic overshoots at sharp edges.
+
+Speed (bench/bench_patches.py), three measured choices:
+- resizing is linear and separable, so each patch is resized as ``Wy @ patch @ Wx`` with weight
+  matrices taken from ``F.interpolate`` itself (applied to an identity) and cached by size: same
+  values to float rounding, about 2.5x faster than ``F.interpolate`` per patch;
+- the per-patch loop runs on one intra-op thread: its ops are tiny, and with two OpenMP threads each
+  pays a fork/join that, when the cores are busy with other work, measured ~8 ms per matmul instead
+  of ~0.1 ms (a whole extraction 530 ms instead of 64 ms);
+- the output (about 65 MB for 100 patches at 224x224) is asked for transparent huge pages on Linux:
+  first-touch page faults otherwise cost as much as the resizing itself (43 ms vs 12 ms measured).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, InvalidImageError
+from .segmentation import Segment, check_image
+
+log = logging.getLogger(__name__)
+
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14  # linux/mman.h
+
+
+def fill_vector(fill: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """The per-channel fill as a float32 vector of 3 values in [0, 1]."""
+    vec = np.asarray(fill, dtype=np.float32).reshape(-1)
+    if vec.size == 1:
+        vec = np.repeat(vec, 3)
+    if vec.size != 3:
+        raise ConfigError(f"fill must hold 1 or 3 values, got {vec.size}")
+    if not np.all(np.isfinite(vec)) or vec.min() < 0.0 or vec.max() > 1.0:
+        raise ConfigError(f"fill must be in [0, 1] (image space, before normalisation), got {vec.tolist()}")
+    return vec
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on a single intra-op thread inside the block, restoring the previous count after.
+
+    torch's thread count is process-wide, so torch work in other Python threads runs single-threaded
+    for the duration too.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@lru_cache(maxsize=1)
+def _madvise():  # noqa: ANN202 - a ctypes function or None
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def empty_output(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor whose large interior is advised onto huge pages (Linux)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    madvise = _madvise()
+    nbytes = out.numel() * out.element_size()
+    if madvise is None or nbytes < 2 * _HUGE_PAGE:
+        return out
+    # Only whole 2 MB pages inside the buffer; advice is a hint, so a failure changes nothing.
+    start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+    stop = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+    if stop > start and madvise(start, stop - start, _MADV_HUGEPAGE) != 0:
+        log.debug("madvise(MADV_HUGEPAGE) failed (errno %d)", ctypes.get_errno())
+    return out
+
+
+@lru_cache(maxsize=256)
+def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """The n_out x n_in matrix of 1-D antialiased bicubic resizing, exactly as F.interpolate does it."""
+    eye = torch.eye(n_in, dtype=torch.float32)[None, None]
+    # Resizing only the last axis of an identity yields the weights; the other axis keeps its size,
+    # where the bicubic weights are exactly (0, 1, 0) and the identity passes through unchanged.
+    weights = F.interpolate(eye, size=(n_in, n_out), mode="bicubic", align_corners=False, antialias=True)
+    return weights[0, 0].T.contiguous()
+
+
+def resize_patch(patch: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Resize a 3 x h x w patch to ``size`` with antialiased bicubic weights (separable matrix products)."""
+    _, h, w = patch.shape
+    out_h, out_w = size
+    wy, wx = resize_matrix(h, out_h), resize_matrix(w, out_w)
+    if out is None:
+        out = torch.empty((3, out_h, out_w), dtype=patch.dtype)
+    # The cheaper of the two product orders; rows first lets the big product be one plain GEMM.
+    if h * w * out_w + out_h * h * out_w < out_h * h * w + out_h * w * out_w:
+        return torch.matmul(wy, torch.matmul(patch, wx.T), out=out)
+    rows = torch.matmul(wy, patch)
+    torch.mm(rows.view(3 * out_h, w), wx.T, out=out.view(3 * out_h, out_w))
+    return out
+
+
+def _check_segment(segment: Segment, shape: tuple[int, int], index: int) -> None:
+    if segment.mask.shape != shape:
+        raise InvalidImageError(f"segment {index} has a mask of shape {segment.mask.shape}, "
+                                f"the image is {shape}")
+    y0, x0, y1, x1 = segment.bbox
+    if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+        raise InvalidImageError(f"segment {index} has bbox {segment.bbox}, empty or outside the "
+                                f"{shape} image")
+
+
+def crop_patch(image: np.ndarray, segment: Segment, fill: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """The un-resized patch: h x w x 3 box crop with pixels outside the segment set to ``fill``."""
+    image = check_image(image)
+    _check_segment(segment, image.shape[:2], 0)
+    sy, sx = segment.slices
+    return np.where(segment.mask[sy, sx, None], image[sy, sx], fill_vector(fill)).astype(np.float32)
+
+
+def extract_patches(image: np.ndarray, segments: Sequence[Segment], fill: np.ndarray | Sequence[float],
+                    size: tuple[int, int]) -> torch.Tensor:
+    """N x 3 x H x W float32 patches: the segment's box crop with outside-of-segment pixels set to `fill`, resized to `size`."""
+    image = check_image(image)
+    fill_t = torch.from_numpy(fill_vector(fill))[:, None, None]
+    out_h, out_w = (int(s) for s in size)
+    if out_h < 1 or out_w < 1:
+        raise ConfigError(f"patch size must be positive, got {tuple(size)}")
+    shape = image.shape[:2]
+    for i, segment in enumerate(segments):
+        _check_segment(segment, shape, i)
+    out = empty_output((len(segments), 3, out_h, out_w))
+    if not segments:
+        return out
+    # One CHW float32 copy of the image; crops are views of it.
+    chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+    with one_thread():
+        for i, segment in enumerate(segments):
+            sy, sx = segment.slices
+            inside = torch.from_numpy(np.ascontiguousarray(segment.mask[sy, sx]))
+            patch = torch.where(inside, chw[:, sy, sx], fill_t)
+            if patch.shape[1:] == (out_h, out_w):
+                out[i] = patch  # no resampling: the pixels stay exact
+            else:
+                # Clamp each patch while it is still in cache, not the whole batch afterwards.
+                resize_patch(patch, (out_h, out_w), out=out[i]).clamp_(0.0, 1.0)
+    return out

@@ -1,0 +1,169 @@
+"""SCGBuilder: turn images into structural concept graphs, one per class of interest.
+
+For every image and every class c of the bank, the image is segmented exactly as in discovery
+(same settings, same patch cache), its patches are filtered by the Grad-CAM of *c* (never of the
+image's label: the original filtered only the true class's graph, which leaks the label), and
+c's concepts are matched to patches by optimal assignment on the distance to each concept's
+centre. A concept counts as detected when that distance is under its calibrated radius (a
+quantile of the distances of its own cluster's patches), otherwise it becomes a dummy node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ..concepts.bank import ConceptBank
+from ..concepts.features import ImagePatches, PatchFeaturizer
+from ..concepts.gradcam import class_foreground
+from ..concepts.inputs import ImageInput, iter_images, resized_batch
+from ..concepts.segmentation import SegmentationConfig
+from ..errors import ArtifactError
+from ..models.adapter import ClassifierAdapter
+from ..store import load_tensors, save_tensors
+from .scg import DUMMY_EPS, GraphDataset, SCGBatch, Teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """How concepts are matched to an image's patches."""
+
+    use_gradcam: bool | None = None   # None: as in discovery
+    min_inside: float = 0.5           # looser than discovery's 1.0: a test image's part may straddle the mask
+    radius_quantile: float = 0.9      # detection threshold per concept, from its cluster's distances
+    teacher: bool = True              # also compute the classifier's (masked) logits
+
+
+@dataclass
+class Matches:
+    """Where each node of each class graph was found: [B, K, N] patch boxes and distances."""
+
+    bbox: np.ndarray      # [B, K, N, 4] int (y0, x0, y1, x1); -1 where not detected
+    distance: np.ndarray  # [B, K, N] float; nan where no patch was assigned
+    radius: np.ndarray    # [K, N] detection threshold; nan for padded concepts
+
+    def save(self, path: Path) -> None:
+        """Write the matches as safetensors."""
+        save_tensors(path, {"bbox": self.bbox.astype(np.int32), "distance": self.distance.astype(np.float32),
+                            "radius": self.radius.astype(np.float32)})
+
+    @classmethod
+    def load(cls, path: Path) -> Matches:
+        """Read matches written by :meth:`save`."""
+        t = {k: v.numpy() for k, v in load_tensors(path).items()}
+        try:
+            return cls(bbox=t["bbox"], distance=t["distance"], radius=t["radius"])
+        except KeyError as exc:
+            raise ArtifactError(f"{path}: tensor {exc} missing") from None
+
+
+class SCGBuilder:
+    """Builds the K class graphs of each image from a ConceptBank (scikit-learn style transform)."""
+
+    def __init__(self, adapter: ClassifierAdapter, bank: ConceptBank, config: MatchConfig | None = None, *,
+                 cache_dir: str | Path | None = None, show_progress: bool | None = None):
+        if bank.model_id != adapter.model_id or bank.layer != adapter.bottleneck:
+            raise ArtifactError(f"the concept bank was made with model {bank.model_id} at layer {bank.layer!r}, "
+                                f"not {adapter.model_id} at {adapter.bottleneck!r}")
+        self.adapter = adapter
+        self.bank = bank
+        self.config = config or MatchConfig()
+        disc = bank.config
+        seg = SegmentationConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in disc["segmentation"].items()})
+        self.use_gradcam = disc["gradcam"]["enabled"] if self.config.use_gradcam is None else self.config.use_gradcam
+        self.keep_top = disc["gradcam"]["keep_top"]
+        self.featurizer = PatchFeaturizer(adapter, seg, cache_dir, batch_size=disc.get("batch_size", 64))
+        self.class_names = bank.class_names
+        self.class_ids = [adapter.class_id(c) for c in self.class_names]
+        self.n = bank.n_concepts
+        self.centers = [bank.centers(c) for c in self.class_names]
+        self.radius = np.full((len(self.class_names), self.n), np.nan, np.float32)
+        for k, c in enumerate(self.class_names):
+            for n, concept in enumerate(bank[c]):
+                self.radius[k, n] = concept.radius(self.config.radius_quantile)
+        self.show_progress = show_progress
+
+    def transform(self, images: Sequence[ImageInput], labels: Sequence[int] | None = None) -> GraphDataset:
+        """Graphs (and teacher logits) for ``images``; ``labels`` are stored for reporting only."""
+        k_, n_ = len(self.class_names), self.n
+        d_ = self.bank.feature_dim
+        xs, presents, poss, logits, masked, ids = [], [], [], [], [], []
+        bboxes, dists = [], []
+        for image_id, image in iter_images(images, self.adapter.input_size, desc="graphs",
+                                           show_progress=self.show_progress):
+            patches = self.featurizer(image)
+            g = SCGBatch.empty(1, self.class_names, n_, d_)
+            bbox = np.full((k_, n_, 4), -1, np.int32)
+            dist = np.full((k_, n_), np.nan, np.float32)
+            chosen = np.full((k_, n_), -1)
+            cents = patches.centroids() if len(patches) else np.zeros((0, 2), np.float32)
+            for k in range(k_):
+                for n, j, d in self._match(image, patches, k):
+                    dist[k, n] = d
+                    if d <= self.radius[k, n]:
+                        chosen[k, n] = j
+                        bbox[k, n] = patches.bboxes[j]
+                        g.x[0, k, n] = torch.from_numpy(patches.features[j])
+                        g.present[0, k, n] = 1.0
+                        g.pos[0, k, n] = torch.from_numpy(cents[j])
+            xs.append(g)
+            ids.append(image_id)
+            bboxes.append(bbox)
+            dists.append(dist)
+            if self.config.teacher:
+                lg, ml = self._teacher(image, patches, chosen)
+                logits.append(lg)
+                masked.append(ml)
+        graphs = SCGBatch.concat(xs) if xs else SCGBatch.empty(0, self.class_names, n_, d_)
+        if self.config.teacher and logits:
+            teacher = Teacher(torch.stack(logits), torch.stack(masked))
+        else:
+            teacher = Teacher(torch.zeros(len(ids), k_), torch.full((len(ids), k_, n_, k_), float("nan")))
+        self.matches_ = Matches(np.stack(bboxes) if bboxes else np.zeros((0, k_, n_, 4), np.int32),
+                                np.stack(dists) if dists else np.zeros((0, k_, n_), np.float32), self.radius)
+        paths = list(ids) if all(not i.startswith("array:") for i in ids) else None
+        return GraphDataset(graphs, teacher, ids, list(labels) if labels is not None else [-1] * len(ids),
+                            paths, {"match": asdict(self.config), "use_gradcam": self.use_gradcam,
+                                    "model_id": self.bank.model_id, "layer": self.bank.layer})
+
+    def _match(self, image: np.ndarray, patches: ImagePatches, k: int) -> list[tuple[int, int, float]]:
+        """Optimal one-to-one assignment of class k's concepts to candidate patches: (node, patch, distance)."""
+        centers = self.centers[k]
+        if len(patches) == 0 or len(centers) == 0:
+            return []
+        candidates = np.arange(len(patches))
+        if self.use_gradcam:
+            fg = class_foreground(self.adapter, image, self.class_ids[k], self.keep_top)
+            candidates = np.flatnonzero(patches.inside_fraction(fg) >= self.config.min_inside - 1e-9)
+            if len(candidates) == 0:
+                return []
+        cost = np.linalg.norm(centers[:, None, :] - patches.features[candidates][None], axis=2)
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(candidates[c]), float(cost[r, c])) for r, c in zip(rows, cols)]
+
+    def _teacher(self, image: np.ndarray, patches: ImagePatches,
+                 chosen: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits over the classes of interest for the image and for each detected concept masked out."""
+        fill = self.adapter.fill_value.numpy().astype(np.float32)
+        variants, where = [image], []
+        for k, n in zip(*np.nonzero(chosen >= 0)):
+            masked = image.copy()
+            masked[patches.masks[chosen[k, n]]] = fill
+            variants.append(masked)
+            where.append((k, n))
+        batch = resized_batch(variants, self.adapter.input_size)
+        out = self.adapter.logits(batch)[:, self.class_ids].float()
+        k_, n_ = chosen.shape
+        masked_logits = torch.full((k_, n_, k_), float("nan"))
+        for row, (k, n) in enumerate(where, start=1):
+            masked_logits[k, n] = out[row]
+        return out[0], masked_logits

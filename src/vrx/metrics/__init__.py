@@ -1,0 +1,1 @@
+"""Metrics that check explanations against ground truth and against the model."""

@@ -1,0 +1,284 @@
+"""The graph reasoning network: shapes, symmetry, dummy nodes, distillation, fidelity, I/O and CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from vrx.errors import ArtifactError, ConfigError
+from vrx.graphs.scg import DUMMY_EPS, SCGBatch, edge_position, save_graph_dataset
+from vrx.grn import (
+    GRN,
+    Distiller,
+    GRNConfig,
+    distill_loss,
+    evaluate,
+    fit_and_evaluate,
+    load_grn,
+    make_split,
+    mask_augment,
+    save_grn,
+)
+from vrx.grn.distill import torch_threads
+from vrx.grn.synthetic import presence_task, structure_task
+
+SMALL = dict(hidden=(16, 16), edge_dim=6, input_proj=16, batch_size=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread is fastest and keeps the 2-core machine free for others.
+    with torch_threads(1):
+        yield
+
+
+def random_batch(b=4, k=3, n=4, d=10, seed=0) -> SCGBatch:
+    g = torch.Generator().manual_seed(seed)
+    present = (torch.rand(b, k, n, generator=g) > 0.3).float()
+    x = torch.where(present[..., None] > 0, torch.randn(b, k, n, d, generator=g),
+                    torch.full((b, k, n, d), DUMMY_EPS))
+    pos = torch.rand(b, k, n, 2, generator=g) * present[..., None]
+    return SCGBatch(x, present, pos, [f"c{i}" for i in range(k)])
+
+
+def model_for(batch: SCGBatch, seed=0, **cfg) -> GRN:
+    config = GRNConfig(seed=seed, **{**SMALL, **cfg}).resolved(batch)
+    model = GRN(config, batch.class_names).eval()
+    with torch.no_grad():  # non-trivial dependency weights so that permuting them matters
+        if model.dependency_logits is not None:
+            model.dependency_logits.normal_(generator=torch.Generator().manual_seed(seed + 1))
+    return model
+
+
+def test_forward_embed_shapes_and_layout():
+    batch = random_batch()
+    model = model_for(batch)
+    assert model(batch).shape == (4, 3)
+    emb = model.embed(batch)
+    lay = model.layout
+    assert emb.shape == (4, 3, lay.size) and lay.size == 4 * 16 + 12 * 6
+    assert lay.node_slice(2) == slice(32, 48)
+    assert lay.edge_slice(0, 1) == slice(64, 70) and lay.edge_slice(3, 2) == slice(64 + 11 * 6, 64 + 72)
+    assert torch.bincount(lay.segments()).tolist() == [16] * 4 + [6] * 12
+    dep = model.dependency_weights()
+    assert dep.shape == (3, 12) and (dep > 0).all() and (dep < 1).all()
+    assert not torch.allclose(dep[0], dep[1])
+    shared = model_for(batch, class_specific_edges=False)
+    assert shared.dependency_logits.shape == (1, 12) and shared.dependency_weights().shape == (3, 12)
+    nodes_only = model_for(batch, message_passing=False, use_edge_features=False)
+    assert nodes_only.dependency_weights() is None and nodes_only.layout.size == 4 * 16
+    assert nodes_only(batch).shape == (4, 3)
+    with pytest.raises(ConfigError):
+        model(random_batch(d=11))
+
+
+def test_linear_head_is_an_exact_decomposition():
+    batch = random_batch()
+    model = model_for(batch)
+    weight, bias = model.linear_readout()
+    emb = model.embed(batch)
+    assert torch.allclose(torch.einsum("ckd,bkd->bc", weight, emb) + bias, model(batch), atol=1e-5)
+    assert model_for(batch, head_hidden=(8,)).linear_readout() is None
+
+
+def test_node_permutation_equivariance():
+    """Relabel nodes (with their edges and e_ji^c): embeddings permute, and so does nothing else.
+
+    Node i's and edge j->i's slices move to the new labels; the output is unchanged once the head's
+    input columns are permuted the same way. With uniform e_ji (the initial state) the embeddings are
+    equivariant without touching any parameter.
+    """
+    batch = random_batch(b=3, n=4)
+    model = model_for(batch)
+    n, lay = 4, model.layout
+    perm = torch.tensor([2, 0, 3, 1])            # new node a is old node perm[a]
+    pb = SCGBatch(batch.x[:, :, perm], batch.present[:, :, perm], batch.pos[:, :, perm],
+                  batch.class_names)
+    edges_new = [(a, b) for a in range(n) for b in range(n) if a != b]
+    old_edge = torch.tensor([edge_position(n, int(perm[a]), int(perm[b])) for a, b in edges_new])
+    # Embedding index map new -> old.
+    idx = torch.cat([torch.arange(lay.node_slice(int(perm[a])).start, lay.node_slice(int(perm[a])).stop)
+                     for a in range(n)]
+                    + [torch.arange(lay.edge_slice(int(perm[a]), int(perm[b])).start,
+                                    lay.edge_slice(int(perm[a]), int(perm[b])).stop)
+                       for a, b in edges_new])
+    permuted = model_for(batch)
+    with torch.no_grad():
+        permuted.dependency_logits.copy_(model.dependency_logits[:, old_edge])
+        w = permuted.head[-1].weight.view(3, 3, lay.size)
+        w.copy_(model.head[-1].weight.view(3, 3, lay.size)[:, :, idx])
+    emb, emb_p = model.embed(batch), permuted.embed(pb)
+    assert torch.allclose(emb_p, emb[..., idx], atol=1e-5)
+    assert torch.allclose(permuted(pb), model(batch), atol=1e-5)
+    # Without permuting the dependency weights the embeddings are not equivariant (they matter) ...
+    unpermuted_dep = model_for(batch)
+    assert not torch.allclose(unpermuted_dep.embed(pb), emb[..., idx], atol=1e-3)
+    # ... but with uniform e_ji they are, with no parameter change at all.
+    uniform = model_for(batch)
+    with torch.no_grad():
+        uniform.dependency_logits.zero_()
+    assert torch.allclose(uniform.embed(pb), uniform.embed(batch)[..., idx], atol=1e-5)
+
+
+def test_dummy_nodes_are_inert_but_visible():
+    batch = random_batch(b=2)
+    model = model_for(batch)
+    b, k, i = 0, 1, 2                                  # make node 2 of graph 1 of image 0 a dummy
+    batch.present[b, k, i] = 0.0
+    batch.x[b, k, i] = DUMMY_EPS
+    batch.pos[b, k, i] = 0.0
+    out = model(batch)
+    # The stored feature/position of a dummy is ignored: the present flag decides.
+    noisy = SCGBatch(batch.x.clone(), batch.present, batch.pos.clone(), batch.class_names)
+    noisy.x[b, k, i] = 5.0
+    noisy.pos[b, k, i] = torch.tensor([0.3, 0.9])
+    assert torch.allclose(model(noisy), out, atol=1e-6)
+    # Edges touching the dummy have zero embeddings; edges between detected nodes do not.
+    emb = model.embed(batch)[b, k]
+    lay = model.layout
+    for j in range(4):
+        if j != i:
+            assert emb[lay.edge_slice(j, i)].abs().sum() == 0
+            assert emb[lay.edge_slice(i, j)].abs().sum() == 0
+    full = SCGBatch(batch.x, torch.ones_like(batch.present), batch.pos, batch.class_names)
+    assert model.embed(full)[b, k, lay.edge_slice((i + 1) % 4, i)].abs().sum() > 0
+    # Flipping the present flag alone changes the output (the model sees it).
+    assert not torch.allclose(model(full), out, atol=1e-4)
+
+
+def test_mask_augment_picks_detected_concepts_and_masked_targets():
+    ds = presence_task(64, K=3, N=4, D=6, seed=3)
+    # One image with nothing detected must never be masked.
+    ds.graphs.present[5] = 0
+    ds.teacher.masked_logits[5] = float("nan")
+    g = torch.Generator().manual_seed(0)
+    graphs, target, mask = mask_augment(ds.graphs, ds.teacher, 1.0, g)
+    per_image = mask.flatten(1).sum(1)
+    assert per_image[5] == 0 and torch.equal(target[5], ds.teacher.logits[5])
+    others = torch.arange(64) != 5
+    assert (per_image[others] == 1).all()
+    assert ds.graphs.present[mask].eq(1).all()                     # only detected concepts
+    bi, ki, ni = mask.nonzero().unbind(1)
+    assert torch.equal(target[bi], ds.teacher.masked_logits[bi, ki, ni])   # the right masked row
+    assert graphs.present[mask].eq(0).all() and graphs.x[mask].eq(DUMMY_EPS).all()
+    assert torch.equal(graphs.present[~mask], ds.graphs.present[~mask])
+    # Probability 0: nothing masked, targets are the plain logits.
+    g0, t0, m0 = mask_augment(ds.graphs, ds.teacher, 0.0, torch.Generator().manual_seed(0))
+    assert not m0.any() and torch.equal(t0, ds.teacher.logits)
+    # Probability 0.5 masks about half of the images, reproducibly for a seed.
+    _, _, m5 = mask_augment(ds.graphs, ds.teacher, 0.5, torch.Generator().manual_seed(1))
+    _, _, m5b = mask_augment(ds.graphs, ds.teacher, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(m5, m5b) and 16 <= int(m5.sum()) <= 48
+
+
+def test_distill_loss_and_split():
+    out = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    tgt = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    p = torch.sigmoid(torch.tensor(2.0))
+    assert torch.isclose(distill_loss(out, tgt), (2 * p - 2 * (1 - p)) / 2)
+    assert distill_loss(out, out) == 0
+    # Higher temperature flattens both distributions: a smaller gap.
+    assert distill_loss(out, tgt, temperature=4.0) < distill_loss(out, tgt)
+    ids = [f"im{i // 2}" for i in range(40)]       # two rows per image
+    s = make_split(ids, 0.2, 0.2, seed=5)
+    rows = torch.cat([s.train, s.val, s.test]).sort().values
+    assert torch.equal(rows, torch.arange(40))
+    for a in (s.train, s.val, s.test):
+        for other in (s.train, s.val, s.test):
+            if a is not other:
+                assert not {ids[i] for i in a.tolist()} & {ids[i] for i in other.tolist()}
+    assert len(s.test) == 8 and len(s.val) == 8
+    assert torch.equal(make_split(ids, 0.2, 0.2, seed=5).test, s.test)
+    assert not torch.equal(make_split(ids, 0.2, 0.2, seed=6).test, s.test)
+    with pytest.raises(ConfigError):
+        make_split(2, 0.5, 0.5)
+
+
+def test_seeds_early_stopping_and_save_load(tmp_path):
+    ds = presence_task(120, K=2, N=3, D=6, seed=1)
+    cfg = GRNConfig(epochs=4, patience=2, seed=7, **SMALL)
+    a, b = Distiller(cfg).fit(ds), Distiller(cfg).fit(ds)
+    c = Distiller(cfg.replace(seed=8)).fit(ds)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    # Best weights are restored: the model's validation loss is the best one seen.
+    d = Distiller(cfg.replace(epochs=40, lr=0.05))
+    model = d.fit(ds)
+    val = ds.subset(d.split_.val)
+    assert len(d.history_) <= 40 and d.best_epoch_ == min(d.history_, key=lambda h: h["val_loss"])["epoch"]
+    assert abs(float(distill_loss(model.predict(val.graphs), val.teacher.logits)) - d.best_val_loss_) < 1e-6
+    # Save / load gives identical outputs.
+    save_grn(tmp_path / "grn", model)
+    back = load_grn(tmp_path)                     # the run folder works too
+    assert torch.equal(back.predict(ds.graphs), model.predict(ds.graphs))
+    assert back.class_names == ds.class_names and back.config == model.config
+    meta = json.loads((tmp_path / "grn" / "config.json").read_text())
+    meta["config"]["hidden"] = [8, 8]
+    (tmp_path / "grn" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="model.safetensors"):
+        load_grn(tmp_path / "grn")
+    with pytest.raises(ArtifactError, match="config.json"):
+        load_grn(tmp_path / "nowhere")
+
+
+def test_presence_teacher_is_distilled_with_high_agreement():
+    ds = presence_task(300, K=3, N=4, D=12, seed=0)
+    cfg = GRNConfig(epochs=40, patience=10, lr=1e-2, **SMALL)
+    d = Distiller(cfg)
+    model = d.fit(ds)
+    m = evaluate(model, ds, d.split_.test)
+    assert m["n_images"] == len(d.split_.test) == 45
+    assert m["fidelity_top1"] >= 0.9 and m["fidelity_l1"] < 0.15
+    assert m["masked_fidelity_top1"] >= 0.85 and m["masked_effect_corr"] > 0.8
+    # An untrained GRN is far from the teacher: the metric can fail.
+    untrained = evaluate(GRN(d.config_, ds.class_names), ds, d.split_.test)
+    assert untrained["fidelity_l1"] > 3 * m["fidelity_l1"]
+
+
+def test_structure_task_needs_edge_features():
+    ds = structure_task(300, N=3, D=6, seed=0)
+    cfg = GRNConfig(epochs=50, patience=12, lr=1e-2, **SMALL)
+    split = make_split(ds.image_ids, 0.15, 0.25, seed=0)
+    full = evaluate(Distiller(cfg).fit(ds, split), ds, split.test)
+    no_edges = evaluate(Distiller(cfg.replace(use_edge_features=False)).fit(ds, split), ds, split.test)
+    assert full["fidelity_top1"] >= 0.85
+    assert full["fidelity_top1"] - no_edges["fidelity_top1"] >= 0.25
+    assert no_edges["fidelity_l1"] > 2 * full["fidelity_l1"]
+
+
+def test_train_cli_end_to_end(tmp_path, capsys):
+    from vrx.cli import train
+
+    ds = presence_task(60, K=2, N=3, D=5, seed=2)
+    save_graph_dataset(tmp_path, ds)
+    parser = argparse.ArgumentParser(prog="vrx")
+    train.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--run", str(tmp_path), "--epochs", "3", "--hidden", "8,8",
+                              "--input-proj", "8", "--batch-size", "16"])
+    assert args.func(args) == 0
+    metrics = json.loads((tmp_path / "grn" / "metrics.json").read_text())
+    for key in ("fidelity_top1", "fidelity_l1", "n_train", "n_val", "n_test", "masked_fidelity_top1",
+                "masked_fidelity_l1", "ablations"):
+        assert key in metrics
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
+    assert set(metrics["ablations"]) == {"no_edge_features", "shared_edges", "nodes_only"}
+    assert all({"fidelity_top1", "fidelity_l1"} <= set(v) for v in metrics["ablations"].values())
+    assert 0.0 <= metrics["fidelity_top1"] <= 1.0
+    assert load_grn(tmp_path / "grn").config.hidden == (8, 8)
+    assert "nodes_only" in capsys.readouterr().out
+    # A missing graphs folder is a clear error, not a traceback.
+    bad = parser.parse_args(["train", "--run", str(tmp_path / "empty"), "--no-ablations"])
+    with pytest.raises(ArtifactError, match="graphs.json"):
+        bad.func(bad)
+
+
+def test_fit_and_evaluate_reports_baseline_and_labels():
+    ds = presence_task(90, K=3, N=3, D=5, seed=4)
+    _, m = fit_and_evaluate(ds, GRNConfig(epochs=2, **SMALL), ablations=False)
+    assert m["ablations"] == {} and 0 <= m["baseline_top1"] <= 1
+    assert m["teacher_label_accuracy"] is not None and m["n_masked_test"] > 0
+    json.dumps(m)                                   # JSON-ready (no NaN, no tensors)

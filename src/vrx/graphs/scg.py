@@ -244,7 +244,8 @@ class Teacher:
     """The classifier's logits over the K classes of interest, plain and with one concept patch masked."""
 
     logits: torch.Tensor         # [B, K]
-    masked_logits: torch.Tensor  # [B, K, N, K]: image with concept n of class graph k masked; NaN if undetected
+    # [B, K, N, K]: logits of the image with concept n of class graph k masked; NaN if undetected
+    masked_logits: torch.Tensor
 
     def validate(self, batch: SCGBatch | None = None) -> None:
         """Raise SCGShapeError when the shapes do not fit each other (and ``batch``)."""

@@ -45,10 +45,10 @@ class GRNConfig:
     message_passing: bool = True          # False: nodes are updated alone, no messages (ablation)
     dependency: str = "sigmoid"           # constraint on e_ji^c: sigmoid -> (0, 1), softplus -> (0, inf)
     standardize: bool = True              # standardise features with training-set mean and std
-    temperature: float = 1.0              # softmax temperature T of the distillation loss
+    temperature: float = 2.0              # softmax temperature T of the distillation loss (measured)
     mask_prob: float = 0.5                # probability of concept-masking augmentation per image
     lr: float = 3e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4
     epochs: int = 300
     batch_size: int = 64
     patience: int = 30                    # epochs without validation improvement before stopping

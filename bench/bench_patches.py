@@ -29,13 +29,10 @@ FILL = (0.498, 0.498, 0.498)  # EfficientNet-Lite0's zero in [0, 1] space
 def toy_images(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
     """128x128 scenes from vrx.data.toyworld when available, else toyworld-like random shapes."""
     try:
-        from vrx.data.toyworld import generate_scenes, render  # written by another helper
-        scenes = generate_scenes(n, seed=seed)
-        images = [np.asarray(render(s), dtype=np.float32) for s in scenes][:n]
-        if images and images[0].ndim == 3 and images[0].shape[-1] == 3:
-            return [transform.resize(im, (128, 128)).astype(np.float32) if im.shape[:2] != (128, 128)
-                    else im for im in images], "vrx.data.toyworld"
-    except Exception:  # noqa: BLE001 - any failure means: use the stand-in scenes
+        from vrx.data.toyworld import DEFAULT_CLASSES, generate_scenes, render
+        scenes = generate_scenes(DEFAULT_CLASSES, -(-n // len(DEFAULT_CLASSES)), seed)[:n]
+        return [render(sc)[0].astype(np.float32) / 255.0 for sc in scenes], "vrx.data.toyworld"
+    except ImportError:
         pass
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:128, :128]

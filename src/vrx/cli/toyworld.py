@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="model folder to write")
     t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for training (default: torch's own setting)")
     t.set_defaults(func=run_train)
 
 
@@ -64,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train the toy CNN on a rendered folder."""
     from ..models.toytrain import train_toy
 
-    m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed)
+    m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed, num_threads=args.threads)
     print(f"toy cnn: test accuracy {m['test_accuracy']:.3f}, val {m['val_accuracy']:.3f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['n_train']}/{m['n_val']}/{m['n_test']} "
           f"train/val/test images, {m['seconds']:.0f} s) -> {args.out}")

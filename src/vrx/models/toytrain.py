@@ -98,10 +98,29 @@ def _accuracy(model, images, labels, mean, std) -> float:
 def train_toy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, epochs: int = DEFAULT_EPOCHS,
               seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, val_fraction: float = 0.15,
               test_fraction: float = 0.15, lr: float = 3e-3, weight_decay: float = 1e-4,
-              widths: tuple[int, ...] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train a ToyCNN on a rendered folder, save it to ``out_dir`` and return its metrics."""
+              widths: tuple[int, ...] | None = None, num_threads: int | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Train a ToyCNN on a rendered folder, save it to ``out_dir`` and return its metrics.
+
+    ``num_threads`` sets torch's intra-op threads for the run only (restored afterwards); one
+    thread is slower on an idle machine but degrades far less when the cores are shared.
+    """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        return _train(Path(data_dir), Path(out_dir), epochs=epochs, seed=seed, batch_size=batch_size,
+                      val_fraction=val_fraction, test_fraction=test_fraction, lr=lr,
+                      weight_decay=weight_decay, widths=widths, progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(data_dir: Path, out_dir: Path, *, epochs: int, seed: int, batch_size: int, val_fraction: float,
+           test_fraction: float, lr: float, weight_decay: float, widths: tuple[int, ...] | None,
+           progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     classes, items = list_images(data_dir)
     labels_np = np.array([k for _, k in items], dtype=np.int64)
@@ -156,7 +175,7 @@ def train_toy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, epochs
         "best_epoch": best[1], "epochs": epochs, "n_train": len(tr), "n_val": len(va), "n_test": len(te),
         "class_names": classes, "seed": int(seed), "batch_size": batch_size, "lr": lr,
         "seconds": round(time.perf_counter() - t0, 2), "history": history,
-        "data_dir": str(data_dir),
+        "data_dir": str(data_dir), "torch_threads": torch.get_num_threads(),
     }
     out = Path(out_dir)
     save_toy_model(out, model, {"class_names": classes, "mean": mean.tolist(), "std": std.tolist(),

@@ -68,7 +68,7 @@ def _wheels(*xs: float) -> list[Slot]:
     return [Slot("wheel", x, 0.5, 0.48, 0.48, square=True) for x in xs]
 
 
-_CAB_TALL = [Slot("cab", 0.40, -0.175, 0.20, 1.35), Slot("window", 0.40, -0.45, 0.12, 0.35)]
+_CAB_TALL = [Slot("cab", 0.40, -0.14, 0.20, 1.28), Slot("window", 0.40, -0.42, 0.12, 0.35)]
 _CAB_LOW = [Slot("cab", 0.60, 0.15, 0.20, 0.70), Slot("window", 0.62, -0.02, 0.12, 0.28)]
 
 # Draw order is list order (body first; later parts cover earlier ones).
@@ -76,7 +76,7 @@ CLASS_LAYOUTS: dict[str, list[Slot]] = {
     "fire_engine": [
         Slot("body", 0, 0, 1, 1), *_CAB_TALL,
         Slot("ladder", -0.10, -0.60, 0.72, 0.20),
-        Slot("siren", 0.40, -0.96, 0.22, 0.24),
+        Slot("siren", 0.40, -0.90, 0.22, 0.24),
         Slot("stripe", -0.10, 0.12, 0.80, 0.13),
         *_wheels(-0.33, -0.12, 0.36),
     ],
@@ -89,7 +89,7 @@ CLASS_LAYOUTS: dict[str, list[Slot]] = {
     ],
     "school_bus": [
         Slot("body", 0, 0, 1, 1),
-        *[Slot("window", x, -0.18, 0.12, 0.34) for x in (-0.38, -0.22, -0.06, 0.10, 0.26)],
+        *[Slot("window", x, -0.20, 0.15, 0.40) for x in (-0.36, -0.17, 0.02, 0.21)],
         Slot("door", 0.42, 0.08, 0.10, 0.70),
         Slot("stop_sign", 0.05, 0.24, 0.42, 0.42, square=True),
         *_wheels(-0.32, 0.34),
@@ -121,7 +121,7 @@ CLASS_LAYOUTS: dict[str, list[Slot]] = {
     "tow_truck": [
         Slot("body", 0, 0, 1, 1), *_CAB_TALL,
         Slot("hook", -0.28, -0.95, 0.35, 0.90),
-        Slot("siren", 0.40, -0.96, 0.22, 0.24),
+        Slot("siren", 0.40, -0.90, 0.22, 0.24),
         *_wheels(-0.30, 0.36),
     ],
 }

@@ -92,8 +92,8 @@ def sample_loose_part(rng: np.random.Generator, size: int = 128, *, scale: float
                       avoid: tuple[float, float, float, float] | None = None) -> Part:
     """A part lying loose (``distractor=True``): any type but body, any angle, away from ``avoid``."""
     k = size / 128.0
-    s = (scale if scale is not None else rng.uniform(0.85, 1.1)) * k
-    L, H = 74.0 * s, 29.0 * s
+    s = (scale if scale is not None else rng.uniform(0.88, 1.12)) * k
+    L, H = 77.0 * s, 30.5 * s
     type_ = LOOSE_TYPES[int(rng.integers(len(LOOSE_TYPES)))]
     fw, fh, square = LOOSE_SIZES[type_]
     f = rng.uniform(0.85, 1.1)
@@ -136,8 +136,8 @@ def sample_scene(cls: str, rng: np.random.Generator, size: int = 128, *, pose: s
     if size < 32:
         raise ConfigError(f"toyworld images must be at least 32 pixels, got {size}")
     k = size / 128.0
-    s = rng.uniform(0.85, 1.1) * k
-    L, H = rng.uniform(64, 84) * s, rng.uniform(26, 32) * s
+    s = rng.uniform(0.88, 1.12) * k
+    L, H = rng.uniform(66, 88) * s, rng.uniform(27, 34) * s
     pose = pose if pose is not None else POSES[int(rng.integers(len(POSES)))]
     xscale, shear, tilt = _pose(rng, pose)
     flip = bool(rng.random() < 0.5) if flip is None else bool(flip)

@@ -29,19 +29,19 @@ def toy_world(tmp_path_factory):
     from vrx.data.toyworld import render_dataset
 
     root = tmp_path_factory.mktemp("toyworld")
-    render_dataset(root, 24, seed=11, n_random=30, show_progress=False)
+    render_dataset(root, 8, seed=11, n_random=12, show_progress=False)
     return root
 
 
 @pytest.fixture(scope="session")
-def toy_adapter(tmp_path_factory):
-    """A toy CNN trained once per session on its own toyworld render, as a ClassifierAdapter."""
-    from vrx.data.toyworld import render_dataset
-    from vrx.models import load
-    from vrx.models.toytrain import train_toy
+def toy_adapter():
+    """An untrained (seeded) toy CNN as a ClassifierAdapter: exercises the mechanics, claims nothing."""
+    import torch
 
-    data = tmp_path_factory.mktemp("toytrain")
-    render_dataset(data, 120, seed=5, n_random=0, show_progress=False)
-    out = tmp_path_factory.mktemp("toymodel")
-    train_toy(data, out, epochs=8, seed=0, progress=False)
-    return load(f"toy:{out}")
+    from vrx.data.toyworld import DEFAULT_CLASSES
+    from vrx.models.adapter import ClassifierAdapter
+    from vrx.models.toycnn import ToyCNN, init_toy_cnn
+
+    model = init_toy_cnn(ToyCNN(num_classes=3), torch.Generator().manual_seed(0))
+    return ClassifierAdapter(model, input_size=(128, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                             bottleneck=model.bottleneck, class_names=list(DEFAULT_CLASSES), name="toy-untrained")

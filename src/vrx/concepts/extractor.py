@@ -79,6 +79,9 @@ class ConceptExtractor:
         if not images_by_class:
             raise ConfigError("no classes given to discover concepts for")
         class_ids = {c: self.adapter.class_id(c) for c in images_by_class}  # UnknownClassError early
+        for cls, items in images_by_class.items():
+            if len(items) == 0:
+                raise EmptyFolderError(f"class {cls!r} has no usable images")
         if not random_images:
             raise EmptyFolderError("no random images: TCAV needs random counterparts "
                                    "(pass --random DIR or put them in <images>/random)")

@@ -28,7 +28,7 @@ from vrx.data.toyworld import (
     DEFAULT_CLASSES, STRUCTURE_PAIR, generate_scenes, load_scene, remove_part, render, render_dataset,
 )
 from vrx.models.toycnn import load_toy_model
-from vrx.models.toytrain import DEFAULT_EPOCHS, load_images, predict, train_toy
+from vrx.models.toytrain import DEFAULT_EPOCHS, DEFAULT_THREADS, load_images, predict, train_toy
 from vrx.store import read_json
 
 # Parts removed from each class's test scenes; "one wheel" is the control (wheels are on every class).
@@ -111,9 +111,11 @@ def bench_train(root: Path, n_per_class: int, epochs: int, classes: list[str], t
     model, config = load_toy_model(out)
     x = load_images([Path(p) for p in read_json(out / "split.json")["train"]])
     mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
-    t = time.perf_counter()
-    predict(model, x, mean, std)
-    fwd = time.perf_counter() - t
+    fwd = float("inf")
+    for _ in range(2):  # the faster of two passes: the machine may be shared
+        t = time.perf_counter()
+        predict(model, x, mean, std)
+        fwd = min(fwd, time.perf_counter() - t)
     print(f"[{tag}] train: {m['seconds']:.1f} s for {m['epochs']} epochs (best {m['best_epoch']}), "
           f"{m['n_train']}/{m['n_val']}/{m['n_test']} images; val acc {m['val_accuracy']:.3f}, "
           f"test acc {m['test_accuracy']:.3f}")
@@ -141,7 +143,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--no-pair", action="store_true", help="skip the structure-pair training run")
     args = ap.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}")
+    # Training runs with the trainer's default thread count; the forward pass is timed with the same.
+    torch.set_num_threads(DEFAULT_THREADS)
+    print(f"torch threads: {torch.get_num_threads()} (trainer default)")
     bench_render()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

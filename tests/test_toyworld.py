@@ -162,7 +162,7 @@ def test_structure_pair_differs_only_in_layout():
         sa = sample_scene(a, rng, pose="side", n_distractors=0)
         sb = sample_scene(b, rng, pose="side", n_distractors=0)
         assert sa.part_types() == sb.part_types() == part_multiset(a)
-        # same kinds of parts, same sizes: compare per-type part sizes relative to the body height
+        # the layouts differ where the docs say: stripe vs windows, and the siren's place on the roof
         for s in (sa, sb):
             win_y = np.mean([c[1] for c in _side_centres(s, "window")])
             stripe_y = _side_centres(s, "stripe")[0][1]

@@ -24,7 +24,7 @@ class DemoConfig:
 
     seed: int = 0
     classes: tuple[str, ...] = ("fire_engine", "ambulance", "school_bus")
-    n_train_per_class: int = 300      # images the toy CNN learns from
+    n_train_per_class: int = 400      # images the toy CNN learns from (as `vrx toyworld render`)
     epochs: int = 12
     n_images_per_class: int = 150     # a separate render for VRX: discovery and graphs
     n_discovery_per_class: int = 50

@@ -13,7 +13,7 @@ DEMO_N_PER_CLASS = 400
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``toyworld`` command with its ``render`` and ``train`` sub-commands."""
-    from ..models.toytrain import DEFAULT_EPOCHS
+    from ..models.toytrain import DEFAULT_EPOCHS, DEFAULT_THREADS
 
     p = subparsers.add_parser("toyworld", help="render the synthetic vehicle world; train the toy CNN",
                               description="Synthetic vehicles made of parts, with ground-truth part maps.")
@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="model folder to write")
     t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for training (default: torch's own setting)")
+    t.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for training (default {DEFAULT_THREADS}: robust on shared cores)")
     t.set_defaults(func=run_train)
 
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 32
 MAX_SHIFT = 6
+# One thread by default: on two shared cores, two OpenMP threads measured 3x slower than one
+# (129 s vs 44 s for the demo run) whenever another process held a core; idle, two are 1.5x faster.
+DEFAULT_THREADS = 1
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:
@@ -98,12 +101,12 @@ def _accuracy(model, images, labels, mean, std) -> float:
 def train_toy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, epochs: int = DEFAULT_EPOCHS,
               seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, val_fraction: float = 0.15,
               test_fraction: float = 0.15, lr: float = 3e-3, weight_decay: float = 1e-4,
-              widths: tuple[int, ...] | None = None, num_threads: int | None = None,
+              widths: tuple[int, ...] | None = None, num_threads: int | None = DEFAULT_THREADS,
               progress: bool = True) -> dict[str, Any]:
     """Train a ToyCNN on a rendered folder, save it to ``out_dir`` and return its metrics.
 
-    ``num_threads`` sets torch's intra-op threads for the run only (restored afterwards); one
-    thread is slower on an idle machine but degrades far less when the cores are shared.
+    ``num_threads`` sets torch's intra-op threads for this run only (restored afterwards; None
+    keeps torch's setting).
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")

@@ -6,7 +6,9 @@ artifact exists and was made with the same settings, so a second run reuses what
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,7 +45,7 @@ class Pipeline:
     def stage(self, name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
         """Run ``run`` unless ``done()`` says its artifact is already there."""
         key = self.out / ".stages" / f"{name}.json"
-        settings = asdict(self.config)
+        settings = json.loads(json.dumps(asdict(self.config)))  # as stored: tuples become lists
         if key.exists() and read_json(key).get("settings") == settings and done():
             log.info("[%s] up to date, skipped", name)
             self.skipped.append(name)
@@ -62,12 +64,15 @@ class Pipeline:
         from .data.toyworld import render_dataset
 
         c = self.config
+
+        def fresh(folder: Path, n: int, seed: int, n_random: int) -> None:
+            shutil.rmtree(folder, ignore_errors=True)  # images of a larger earlier render must not linger
+            render_dataset(folder, n, seed, classes=c.classes, n_random=n_random)
+
         self.stage("render_train", lambda: (self.train_data / "toyworld.json").exists(),
-                   lambda: render_dataset(self.train_data, c.n_train_per_class, c.seed, classes=c.classes,
-                                          n_random=0))
+                   lambda: fresh(self.train_data, c.n_train_per_class, c.seed, 0))
         self.stage("render_images", lambda: (self.images / "toyworld.json").exists(),
-                   lambda: render_dataset(self.images, c.n_images_per_class, c.seed + 1, classes=c.classes,
-                                          n_random=c.n_random))
+                   lambda: fresh(self.images, c.n_images_per_class, c.seed + 1, c.n_random))
 
     def train_cnn(self) -> dict[str, Any]:
         """Train the toy CNN (the classifier VRX explains) and return its metrics."""

@@ -189,7 +189,7 @@ class ConceptExtractor:
         """Flattened bottleneck activations [n, F] of the given (image, patches, index) patches."""
         out = []
         by_image: dict[int, list[int]] = {}
-        for k, (image, p, j) in enumerate(items):
+        for k, (_, p, _) in enumerate(items):
             by_image.setdefault(id(p), []).append(k)
         order = []
         for ks in by_image.values():

@@ -27,7 +27,7 @@ from ..concepts.segmentation import SegmentationConfig
 from ..errors import ArtifactError
 from ..models.adapter import ClassifierAdapter
 from ..store import load_tensors, save_tensors
-from .scg import DUMMY_EPS, GraphDataset, SCGBatch, Teacher
+from .scg import GraphDataset, SCGBatch, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class SCGBuilder:
         """Graphs (and teacher logits) for ``images``; ``labels`` are stored for reporting only."""
         k_, n_ = len(self.class_names), self.n
         d_ = self.bank.feature_dim
-        xs, presents, poss, logits, masked, ids = [], [], [], [], [], []
+        xs, logits, masked, ids = [], [], [], []
         bboxes, dists = [], []
         for image_id, image in iter_images(images, self.adapter.input_size, desc="graphs",
                                            show_progress=self.show_progress):

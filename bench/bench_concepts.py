@@ -1,21 +1,28 @@
 """Benchmark: concept discovery on toyworld — featurising throughput and a whole discovery run.
 
 Reports, in one run:
-- patches per second featurising (PatchFeaturizer: adapter.activations + spatial mean) against the
-  bare batched forward of the toy CNN's ``features`` stack on the same patches (target >= 0.8);
+- patches per second featurising (PatchFeaturizer.features: adapter.activations + spatial mean) against
+  the bare batched forward truncated at the bottleneck, on the same patches (target >= 0.8): for the
+  toy CNN the ``features`` stack, for EfficientNet-Lite0 the stem and ``_blocks.0-15``, called directly;
 - the total time of a toyworld discovery (3 classes x 50 images, default settings), per stage,
   and the concept purity with and without the Grad-CAM filter.
 
     python bench/bench_concepts.py [--model toy:DIR] [--out runs/bench-concepts]
+    python bench/bench_concepts.py --featurise-only [--model SPEC] [--images 4] [--threads 1] [--batch 64]
 
 Without --model it renders a training set and trains the toy CNN first (a few minutes).
+With --featurise-only it measures only the featurising ratio, on --model or, without it, on an
+untrained toy CNN (toyworld scenes) and on EfficientNet-Lite0 (skimage's photos), and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,34 +36,87 @@ from vrx.concepts.segmentation import segment_image
 from vrx.data.images import load_image, load_image_folder
 from vrx.data.toyworld import render_dataset
 from vrx.models import load
+from vrx.models.adapter import ClassifierAdapter
 from vrx.models.toytrain import train_toy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_patches import photos, toy_images  # noqa: E402  (a sibling script, not a package)
 
-def featurise_ratio(adapter, paths: list[Path]) -> dict:
-    """Patches/s of PatchFeaturizer against the bare bottleneck forward on the same patches."""
-    feat = PatchFeaturizer(adapter, ConceptConfig().segmentation, cache_dir=None)
-    images = [load_image(p) for p in paths]
+
+def bare_trunk(adapter: ClassifierAdapter) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's own forward up to the bottleneck, called directly: no hooks, no checks."""
+    model = adapter.model
+    features = getattr(model, "features", None)
+    name = adapter.bottleneck.split(".")
+    if isinstance(features, torch.nn.Sequential) and len(name) == 2 and name[0] == "features":
+        return features[:int(name[1]) + 1]  # toy CNN: the bottleneck is a block of its features stack
+    blocks = getattr(model, "_blocks", None)
+    if blocks is not None and len(name) == 2 and name[0] == "_blocks":
+        last = int(name[1])
+        rate = model._global_params.drop_connect_rate
+
+        def effnet(x: torch.Tensor) -> torch.Tensor:
+            # EfficientNet.extract_features, stopped after block ``last`` (drop-connect is off in eval).
+            x = model._swish(model._bn0(model._conv_stem(x)))
+            for idx in range(last + 1):
+                x = blocks[idx](x, drop_connect_rate=rate * idx / len(blocks) if rate else rate)
+            return x
+        return effnet
+    raise SystemExit(f"no bare forward known for {adapter.name} at {adapter.bottleneck}")
+
+
+def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int = 3,
+                    batch: int = ConceptConfig().batch_size) -> dict:
+    """Patches/s of PatchFeaturizer.features against the bare bottleneck forward on the same patches."""
+    feat = PatchFeaturizer(adapter, ConceptConfig().segmentation, cache_dir=None, batch_size=batch)
     patches = torch.cat([feat.patches(im, segment_image(im, feat.segmentation)) for im in images])
-    trunk = adapter.layer_module()  # the toy CNN's bottleneck is the end of model.features
+    trunk = bare_trunk(adapter)
     mean = torch.tensor(adapter.mean).view(1, 3, 1, 1)
     std = torch.tensor(adapter.std).view(1, 3, 1, 1)
-    model = adapter.model
+    adapter.model.eval()
 
-    def bare():
+    def bare() -> torch.Tensor:
         with torch.inference_mode():
-            for start in range(0, len(patches), 64):
-                model.features((patches[start:start + 64] - mean) / std)
+            return torch.cat([trunk((patches[s:s + batch] - mean) / std) for s in range(0, len(patches), batch)])
 
-    def ours():
-        adapter.activations(patches, batch_size=64).flatten(2).mean(2)
+    def ours() -> np.ndarray:
+        return feat.features(patches)
 
-    assert trunk is model.features[-1]
-    bare(), ours()  # warm-up
-    t_bare = min(_time(bare) for _ in range(3))
-    t_ours = min(_time(ours) for _ in range(3))
+    want, got = bare().flatten(2).mean(2).numpy(), ours()  # warm-up, and the two must agree
+    if not np.allclose(want, got, atol=1e-4, rtol=1e-4):
+        raise SystemExit(f"featuriser and bare forward disagree (max diff {np.abs(want - got).max():.3g})")
+    t_bare, t_ours = [], []
+    for _ in range(reps):  # interleaved, so load drift hits both alike
+        t_bare.append(_time(bare))
+        t_ours.append(_time(ours))
     n = len(patches)
-    return {"patches": n, "bare_patches_per_s": round(n / t_bare, 1), "ours_patches_per_s": round(n / t_ours, 1),
-            "ratio": round(t_bare / t_ours, 3), "bare_s": round(t_bare, 3), "ours_s": round(t_ours, 3)}
+    tb, to = min(t_bare), min(t_ours)
+    return {"model": adapter.name, "patches": n, "size": list(adapter.input_size), "batch": batch,
+            "bare_patches_per_s": round(n / tb, 1), "ours_patches_per_s": round(n / to, 1),
+            "ratio": round(tb / to, 3), "bare_s": round(tb, 3), "ours_s": round(to, 3),
+            "torch_threads": torch.get_num_threads(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def _untrained_toy() -> ClassifierAdapter:
+    from vrx.data.toyworld import DEFAULT_CLASSES
+    from vrx.models.toycnn import ToyCNN
+
+    model = ToyCNN(num_classes=len(DEFAULT_CLASSES), seed=0)
+    return ClassifierAdapter(model, input_size=(128, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                             bottleneck=model.bottleneck, class_names=list(DEFAULT_CLASSES), name="toy-untrained")
+
+
+def featurise_only(model: str | None, n_images: int, reps: int, batch: int) -> None:
+    """Print the featurising ratio for ``model``, or for an untrained toy CNN and EfficientNet-Lite0."""
+    if model is None:
+        runs = [(_untrained_toy(), toy_images(n_images)[0]), (load("efficientnet-lite0"), photos()[:n_images])]
+    else:
+        adapter = load(model)
+        # Toyworld scenes for a toyworld-sized model, else photos (patches are resized to its input).
+        images = toy_images(n_images)[0] if adapter.input_size == (128, 128) else photos()[:n_images]
+        runs = [(adapter, images)]
+    for adapter, images in runs:
+        print("featurising:", json.dumps(featurise_ratio(adapter, images, reps, batch)), flush=True)
 
 
 def _time(fn) -> float:
@@ -70,7 +130,17 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--out", default="runs/bench-concepts")
     ap.add_argument("--n-per-class", type=int, default=50)
+    ap.add_argument("--featurise-only", action="store_true", help="only the featurising ratio, then exit")
+    ap.add_argument("--images", type=int, default=4, help="images whose patches are featurised (ratio)")
+    ap.add_argument("--reps", type=int, default=3, help="timing repetitions for the ratio (best kept)")
+    ap.add_argument("--batch", type=int, default=ConceptConfig().batch_size, help="patches per forward (ratio)")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.featurise_only:
+        featurise_only(args.model, args.images, args.reps, args.batch)
+        return
     out = Path(args.out)
     if args.model is None:
         if not (out / "model" / "metrics.json").exists():
@@ -82,7 +152,8 @@ def main() -> None:
     if not (images_dir / "toyworld.json").exists():
         render_dataset(images_dir, args.n_per_class, seed=1, n_random=args.n_per_class)
     images = load_image_folder(images_dir)
-    ratio = featurise_ratio(adapter, list(images.paths[images.classes[0]][:10]))
+    ratio = featurise_ratio(adapter, [load_image(p) for p in images.paths[images.classes[0]][:args.images]],
+                            args.reps, args.batch)
     print("featurising:", json.dumps(ratio))
     run = out / "run"
     for cache in (run / "cache").glob("**/*.safetensors"):

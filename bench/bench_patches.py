@@ -4,7 +4,9 @@ Target: patching costs at most 1.5x the three plain ``skimage.segmentation.slic`
 Images: toyworld-like 128x128 scenes and skimage's bundled photos resized to 224x224 (the
 EfficientNet input). Each variant is timed ``--reps`` times per image, interleaved, after one
 warm-up; the fastest rep is kept per image (the machine's 2 cores are shared, and the minimum is the
-least disturbed estimate), and the table reports the median over images.
+least disturbed estimate), and the table reports the median over images. The load average is
+printed before and after: other work on the machine inflates both sides, SLIC and patching alike.
+A second table splits patching into segment_image and extract_patches (to the model's input size).
 
     python bench/bench_patches.py [--reps 3] [--toy 10]
 """
@@ -12,6 +14,7 @@ least disturbed estimate), and the table reports the median over images.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -85,6 +88,23 @@ def timed(fn, reps: int) -> float:
     return min(ts)
 
 
+def split(images: list[np.ndarray], config: SegmentationConfig, size: int, reps: int) -> dict[str, float]:
+    """Median seconds per image of segment_image and of extract_patches alone."""
+    seg, ext = [], []
+    for image in images:
+        segments = segment_image(image, config)
+        seg.append(timed(lambda: segment_image(image, config), reps))
+        ext.append(timed(lambda: extract_patches(image, segments, FILL, (size, size)), reps))
+    return {"segment": statistics.median(seg), "extract": statistics.median(ext)}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def run(images: list[np.ndarray], config: SegmentationConfig, reps: int) -> dict[str, float]:
     slic_alone(images[0], config)  # warm-up: imports, caches, thread pools
     for size in (224, 128):
@@ -110,8 +130,8 @@ def main() -> None:
     config = SegmentationConfig()
     toys, source = toy_images(args.toy)
     groups = {f"toy 128px ({source})": toys, "photos 224px (skimage.data)": photos()}
-    print(f"torch threads {torch.get_num_threads()}; config {config}; median over images, "
-          f"best of {args.reps} reps each")
+    print(f"torch threads {torch.get_num_threads()}; {os.cpu_count()} cores; load average "
+          f"{load_average()}; config {config}; median over images, best of {args.reps} reps each")
     print(f"{'images':42s} {'n':>3s} {'segs':>5s} {'SLIC s/img':>10s} {'patch->224 s/img':>17s} "
           f"{'ratio':>6s} {'patch->128 s/img':>17s} {'ratio':>6s}")
     for name, images in groups.items():
@@ -119,6 +139,11 @@ def main() -> None:
         print(f"{name:42s} {len(images):3d} {m['n']:5.0f} {m['slic']:10.4f} {m['p224']:17.4f} "
               f"{m['r224']:6.2f} {m['p128']:17.4f} {m['r128']:6.2f}")
     print("ratio = (segment_image + extract_patches) / (three slic calls), per image; target <= 1.5")
+    print(f"{'split at the model input size':42s} {'segment_image s/img':>20s} {'extract_patches s/img':>22s}")
+    for (name, images), size in zip(groups.items(), (128, 224)):
+        m = split(images, config, size, args.reps)
+        print(f"{name + f' -> {size}':42s} {m['segment']:20.4f} {m['extract']:22.4f}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

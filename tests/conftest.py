@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+
+# The tests run many small forward passes; on a shared 2-core machine a second torch thread
+# mostly waits for the first (measured up to 10x slower), so the whole suite uses one.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +41,6 @@ def toy_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_adapter():
     """An untrained (seeded) toy CNN as a ClassifierAdapter: exercises the mechanics, claims nothing."""
-    import torch
-
     from vrx.data.toyworld import DEFAULT_CLASSES
     from vrx.models.adapter import ClassifierAdapter
     from vrx.models.toycnn import ToyCNN, init_toy_cnn
@@ -45,3 +48,53 @@ def toy_adapter():
     model = init_toy_cnn(ToyCNN(num_classes=3), torch.Generator().manual_seed(0))
     return ClassifierAdapter(model, input_size=(128, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                              bottleneck=model.bottleneck, class_names=list(DEFAULT_CLASSES), name="toy-untrained")
+
+
+def build_tiny_run(world, root):
+    """A complete run folder (toy CNN, concepts, graphs, GRN with ablations) on the toyworld ``world``.
+
+    An untrained network finds few significant concepts, so a narrow toy CNN is trained for a few
+    seconds first. One torch thread: with two on a shared 2-core machine small convolutions run
+    about ten times slower.
+    """
+    import argparse
+
+    from vrx.cli import train
+    from vrx.cli._common import adapter_from_run, save_run_manifest
+    from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, TCAVConfig
+    from vrx.concepts.discover import discover
+    from vrx.data.images import load_image_folder
+    from vrx.data.toyworld import render_dataset
+    from vrx.graphs.pipeline import build_graphs
+    from vrx.grn.distill import torch_threads
+    from vrx.models.toytrain import train_toy
+
+    with torch_threads(1):
+        render_dataset(root / "train", 40, seed=3, n_random=0, show_progress=False)
+        train_toy(root / "train", root / "model", epochs=10, seed=0, widths=(8, 16, 16, 24, 24),
+                  batch_size=16, num_threads=1, progress=False)
+        run = root / "run"
+        save_run_manifest(run, argparse.Namespace(model=f"toy:{root / 'model'}"))
+        adapter = adapter_from_run(run)
+        config = ConceptConfig(gradcam=GradCamConfig(min_inside=0.5),
+                               cluster=ClusterConfig(n_clusters=6, n_init=1, n_members=10, min_size_fraction=0.5),
+                               tcav=TCAVConfig(n_random_sets=10, random_set_size=10, n_concepts=3, alpha=0.1))
+        bank, _ = discover(adapter, load_image_folder(world, max_images_per_class=6), run, config,
+                           show_progress=False)
+        counts = {c: len(bank[c]) for c in bank.class_names}
+        assert bank.n_concepts >= 2, f"tiny run: too few concepts {counts}; the GRN needs a class with two"
+        build_graphs(adapter, load_image_folder(world), run, show_progress=False)
+        # Through the `vrx train` command (not vrx.cli.main, which would configure logging globally).
+        parser = argparse.ArgumentParser(prog="vrx")
+        train.register(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(["train", "--run", str(run), "--epochs", "15", "--hidden", "8,8",
+                                  "--input-proj", "8", "--edge-dim", "4", "--batch-size", "8",
+                                  "--test-fraction", "0.3"])
+        assert args.func(args) == 0, "vrx train failed on the tiny run"
+    return run
+
+
+@pytest.fixture(scope="session")
+def vrx_run(toy_world, tmp_path_factory):
+    """A tiny complete run folder (run.json, concepts/, graphs/, grn/), built once per session."""
+    return build_tiny_run(toy_world, tmp_path_factory.mktemp("vrx_run"))

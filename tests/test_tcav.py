@@ -5,7 +5,7 @@ import pytest
 
 from vrx.concepts.clustering import accepted, cluster_patches
 from vrx.concepts.config import ClusterConfig, ConceptConfig
-from vrx.concepts.tcav import adjust_pvalues, significance, tcav_score, train_cav
+from vrx.concepts.tcav import CAV, adjust_pvalues, conceptual_sensitivity, significance, tcav_score, train_cav
 from vrx.errors import ConfigError
 
 
@@ -23,6 +23,16 @@ def test_cav_points_from_negatives_to_positives():
     grads = np.tile(axis, (10, 1))
     assert tcav_score(grads, cav) == 1.0
     assert tcav_score(-grads, cav) == 0.0
+
+
+def test_conceptual_sensitivity_separates_concepts_with_equal_tcav():
+    # Both CAVs get TCAV 1 (every gradient has a positive component along them); the mean
+    # directional derivative says along which one the logit rises faster.
+    grads = np.array([[2.0, 0.5], [1.0, 0.2], [3.0, 0.1]])
+    strong, weak = CAV(np.array([1.0, 0.0]), 1.0), CAV(np.array([0.0, 1.0]), 1.0)
+    assert tcav_score(grads, strong) == tcav_score(grads, weak) == 1.0
+    assert conceptual_sensitivity(grads, strong) == pytest.approx(2.0)
+    assert conceptual_sensitivity(grads, weak) == pytest.approx(0.8 / 3)
 
 
 def test_cav_is_deterministic_for_a_seed():

@@ -27,14 +27,14 @@ def test_forward_and_bottleneck_shapes():
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     assert model(x).shape == (2, 3)
     layer = model.get_submodule(model.bottleneck)
-    assert model.bottleneck == "features.4" and isinstance(layer[-1], nn.ReLU)
+    assert model.bottleneck == "features.3" and isinstance(layer[-1], nn.ReLU)
     seen = {}
     handle = layer.register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
     try:
         model(x)
     finally:
         handle.remove()
-    assert seen["a"].shape == (2, 96, 16, 16) and (seen["a"] >= 0).all()
+    assert seen["a"].shape == (2, 64, 16, 16) and (seen["a"] >= 0).all()
 
 
 def test_init_is_seeded_without_global_state():
@@ -52,7 +52,7 @@ def test_save_load_round_trip(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     for key in ("arch", "kwargs", "class_names", "input_size", "mean", "std", "bottleneck"):
         assert key in config
-    assert config["input_size"] == [128, 128] and config["bottleneck"] == "features.4"
+    assert config["input_size"] == [128, 128] and config["bottleneck"] == "features.3"
     loaded, cfg = load_toy_model(tmp_path / "m")
     assert cfg["class_names"] == META["class_names"] and not loaded.training
     x = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(2))
@@ -109,3 +109,30 @@ def test_tiny_training_run(tmp_path):
     train_toy(tmp_path / "data", tmp_path / "m2", **kwargs)
     w1, w2 = load_tensors(tmp_path / "m1" / "model.safetensors"), load_tensors(tmp_path / "m2" / "model.safetensors")
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def _layer_gradient(model: ToyCNN, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Gradient of the class-0 logit summed over the batch with respect to ``layer``'s output."""
+    seen = {}
+
+    def keep(module, inputs, output) -> None:
+        output.retain_grad()
+        seen["a"] = output
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        model(x)[:, 0].sum().backward()
+    finally:
+        handle.remove()
+    return seen["a"].grad
+
+
+def test_class_gradient_at_the_bottleneck_depends_on_the_image():
+    # TCAV needs this: at the last block the logit is a linear read-out, so the gradient is the
+    # same for every image (and TCAV scores collapse to 0 or 1); at the bottleneck it is not.
+    model = _model()
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(4))
+    last = _layer_gradient(model, "features.4", x)
+    assert torch.allclose(last[0], last[1])
+    g = _layer_gradient(model, model.bottleneck, x)
+    assert not torch.allclose(g[0], g[1], atol=1e-6)

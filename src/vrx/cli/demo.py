@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 
@@ -13,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "A second run reuses every finished stage.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", help="comma-separated toyworld classes (default: fire_engine,ambulance,"
+                                     "school_bus; police_car,taxi differ only in layout)")
     p.set_defaults(func=run)
 
 
@@ -20,7 +23,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
     from ..pipeline import DemoConfig, run_demo
 
-    summary = run_demo(args.out, DemoConfig(seed=args.seed))
+    config = DemoConfig(seed=args.seed)
+    if args.classes:
+        config = dataclasses.replace(config, classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()))
+    summary = run_demo(args.out, config)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     print(f"toy CNN held-out accuracy: {summary['cnn_test_accuracy']:.3f}  (summary: {args.out}/summary.json)")
     return 0

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..graphs.scg import load_graph_dataset
 from ..grn.distill import Split
-from ..grn.fidelity import fit_and_evaluate, format_table
+from ..grn.fidelity import format_table
 from ..grn.model import GRN_DIR, GRNConfig
-from ..store import read_json, write_json
-
-log = logging.getLogger(__name__)
+from ..grn.stage import train_grn
+from ..store import read_json
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -57,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, write RUN/grn/ and print the fidelity table."""
-    dataset = load_graph_dataset(args.run)
     config = GRNConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                        lr=args.lr, hidden=args.hidden, edge_dim=args.edge_dim,
                        input_proj=args.input_proj or None, head_hidden=args.head_hidden,
@@ -70,11 +66,7 @@ def run(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, AttributeError):
             raise ConfigError(f"{args.split}: expected a JSON object with 'train', 'val' and 'test' "
                               "lists of image indices") from None
-    log.info("training GRN on %d images, classes %s", len(dataset), dataset.class_names)
-    distiller, metrics = fit_and_evaluate(dataset, config, ablations=not args.no_ablations, split=split)
-    out = Path(args.run) / GRN_DIR
-    distiller.save(out)
-    write_json(out / "metrics.json", metrics)
+    metrics = train_grn(args.run, config, ablations=not args.no_ablations, split=split)
     print(format_table(metrics))
-    print(f"wrote {out}/model.safetensors, config.json, metrics.json")
+    print(f"wrote {Path(args.run) / GRN_DIR}/model.safetensors, config.json, metrics.json")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, EmptyFolderError, VRXError
 from ..models.adapter import ClassifierAdapter
@@ -25,7 +26,7 @@ from .config import ConceptConfig
 from .features import ImagePatches, PatchFeaturizer
 from .gradcam import class_foreground
 from .inputs import ImageInput, iter_images, resized_batch, to_tensor
-from .tcav import CAV, adjust_pvalues, significance, tcav_score, train_cav
+from .tcav import CAV, adjust_pvalues, conceptual_sensitivity, significance, tcav_score, train_cav
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ class ConceptExtractor:
     def fit(self, images_by_class: Mapping[str, Sequence[ImageInput]],
             random_images: Sequence[ImageInput]) -> ConceptBank:
         """Discover concepts for every class in ``images_by_class`` and return the bank."""
+        # The matrix products here are small (tens of rows); a multi-threaded BLAS spends more
+        # time waking threads than computing, and on a loaded machine up to 60x longer.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(images_by_class, random_images)
+
+    def _fit(self, images_by_class: Mapping[str, Sequence[ImageInput]],
+             random_images: Sequence[ImageInput]) -> ConceptBank:
         cfg = self.config
         if not images_by_class:
             raise ConfigError("no classes given to discover concepts for")
@@ -215,7 +223,7 @@ class ConceptExtractor:
         t = self.config.tcav
         for i in range(1, len(sets)):
             if i not in cavs:
-                cavs[i] = train_cav(acts[sets[0]], acts[sets[i]], seed=self.config.seed + i, alpha=t.sgd_alpha)
+                cavs[i] = train_cav(acts[sets[0]], acts[sets[i]], seed=self.config.seed + i, alpha=t.cav_alpha)
         return np.array([tcav_score(grads, cavs[i]) for i in range(1, len(sets))])
 
     def _rank(self, cls: str, table: _ClassPatches, clusters: list[Cluster], grads: np.ndarray,
@@ -227,11 +235,12 @@ class ConceptExtractor:
             members = [(table.images[table.image_index[m]], table.patches[table.image_index[m]],
                         int(table.patch_index[m])) for m in cl.members]
             pos = self._full_activations(members)
-            cavs = [train_cav(pos, random_acts[s], seed=self.config.seed + i, alpha=t.sgd_alpha)
+            cavs = [train_cav(pos, random_acts[s], seed=self.config.seed + i, alpha=t.cav_alpha)
                     for i, s in enumerate(random_sets[1:], start=1)]
             scores = np.array([tcav_score(grads, c) for c in cavs])
             rows.append({"cluster": cl.label, "size": cl.size, "n_images": cl.n_images,
                          "tcav": float(scores.mean()), "tcav_std": float(scores.std()),
+                         "sensitivity": float(np.mean([conceptual_sensitivity(grads, c) for c in cavs])),
                          "cav_accuracy": float(np.mean([c.accuracy for c in cavs])),
                          "p_raw": significance(scores, random_scores)})
         p_adj = adjust_pvalues(np.array([r["p_raw"] for r in rows]), t.correction)
@@ -240,8 +249,11 @@ class ConceptExtractor:
             # Significant *and* above random: a concept significantly *against* the class is no evidence for it.
             r.update(p_value=float(p), significant=bool(p < t.alpha and r["tcav"] > random_mean),
                      random_tcav=random_mean)
+        # Ranked by TCAV score; ties (common: several concepts at 1.0) go to the concept along which
+        # the class logit rises fastest on average, then the lower p-value.
         chosen = sorted((i for i, r in enumerate(rows) if r["significant"]),
-                        key=lambda i: (-rows[i]["tcav"], rows[i]["p_value"], rows[i]["cluster"]))[: t.n_concepts]
+                        key=lambda i: (-rows[i]["tcav"], -rows[i]["sensitivity"], rows[i]["p_value"],
+                                       rows[i]["cluster"]))[: t.n_concepts]
         concepts = [self._concept(cls, rank, clusters[i], rows[i], table)
                     for rank, i in enumerate(chosen, start=1)]
         return concepts, rows

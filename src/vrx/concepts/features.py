@@ -83,6 +83,11 @@ class PatchFeaturizer:
         fill = self.adapter.fill_value.numpy()
         return extract_patches(image, segments, fill, tuple(self.adapter.input_size))
 
+    def features(self, patches: torch.Tensor) -> np.ndarray:
+        """[M, C] float32 features of model-input-sized patches: bottleneck activations averaged over space."""
+        acts = self.adapter.activations(patches, batch_size=self.batch_size)
+        return acts.flatten(2).mean(2).numpy().astype(np.float32)
+
     def __call__(self, image: np.ndarray) -> ImagePatches:
         """Segment ``image`` (HxWx3 float in [0,1]) and featurise its patches, using the cache."""
         key = content_hash(np.ascontiguousarray(image, dtype=np.float32), self._settings)
@@ -104,8 +109,7 @@ class PatchFeaturizer:
     def _featurise(self, image: np.ndarray, segments: list[Segment]) -> ImagePatches:
         h, w = image.shape[:2]
         if segments:
-            acts = self.adapter.activations(self.patches(image, segments), batch_size=self.batch_size)
-            features = acts.flatten(2).mean(2).numpy().astype(np.float32)
+            features = self.features(self.patches(image, segments))
             masks = np.stack([s.mask for s in segments])
         else:
             features = np.zeros((0, 0), np.float32)

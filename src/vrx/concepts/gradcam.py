@@ -36,7 +36,8 @@ def foreground_mask(cam: torch.Tensor | np.ndarray, size: tuple[int, int], keep_
     cam = torch.as_tensor(cam, dtype=torch.float32)
     up = F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
     if not np.any(up > 0):
-        log.warning("Grad-CAM is zero everywhere; keeping the whole image as foreground")
+        # Common when building the graph of a class the image shows no evidence for.
+        log.debug("Grad-CAM is zero everywhere; keeping the whole image as foreground")
         return np.ones(size, dtype=bool)
     threshold = np.quantile(up, 1.0 - keep_top)
     return (up >= threshold) & (up > 0)

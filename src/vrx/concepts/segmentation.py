@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -109,15 +110,105 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def slic_labels(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarray]:
-    """One SLIC label map per resolution, labels shifted to start at 0 (int64, HxW)."""
+    """One SLIC label map per resolution, labels shifted to start at 0 (int64, HxW).
+
+    The maps are exactly those of ``skimage.segmentation.slic`` called once per resolution, but the
+    resolution-independent work (rescaling, RGB to Lab, Gaussian smoothing: about a quarter of a
+    call) is done once for all of them.
+    """
+    shared = _slic_shared(image, config) if _shared_slic_matches() else None
     maps = []
     for n in config.n_segments:
-        labels = slic(image, n_segments=int(n), compactness=float(config.compactness),
-                      sigma=float(config.sigma), max_num_iter=int(config.max_num_iter),
-                      enforce_connectivity=bool(config.enforce_connectivity),
-                      start_label=int(config.start_label), channel_axis=-1)
+        if shared is None:
+            labels = slic(image, n_segments=int(n), compactness=float(config.compactness),
+                          sigma=float(config.sigma), max_num_iter=int(config.max_num_iter),
+                          enforce_connectivity=bool(config.enforce_connectivity),
+                          start_label=int(config.start_label), channel_axis=-1)
+        else:
+            labels = _slic_core(shared, int(n), config)
         maps.append(labels.astype(np.int64, copy=False) - int(config.start_label))
     return maps
+
+
+# skimage's slic is preprocessing + _slic_cython (+ connectivity); these are the private pieces it
+# calls, taken from its own module so that they are the same functions. If any is missing, or the
+# pieces no longer reproduce slic (checked once per process), plain slic is called instead.
+_SLIC_PARTS = ("img_as_float", "utils", "rgb2lab", "gaussian", "_get_grid_centroids", "_slic_cython",
+               "_enforce_label_connectivity_cython")
+_SLIC_MIN_SIZE_FACTOR, _SLIC_MAX_SIZE_FACTOR = 0.5, 3  # slic's defaults, which vrx never changes
+
+
+def _slic_module():  # noqa: ANN202 - a module or None
+    try:
+        from skimage.segmentation import slic_superpixels
+    except ImportError:
+        return None
+    return slic_superpixels if all(hasattr(slic_superpixels, n) for n in _SLIC_PARTS) else None
+
+
+_SK = _slic_module()
+
+
+@lru_cache(maxsize=1)
+def _shared_slic_matches() -> bool:
+    """Whether _slic_shared + _slic_core reproduce plain slic with this scikit-image (checked once)."""
+    if _SK is None:
+        return False
+    # A noisy colour ramp below full range: rescaling, Lab, smoothing and compactness all show.
+    yy, xx = np.mgrid[:32, :32] / 32.0
+    ramp = np.stack([0.1 + 0.5 * yy, 0.2 + 0.4 * xx * yy, 0.15 + 0.2 * xx], axis=-1)
+    noise = np.random.default_rng(0).normal(0.0, 0.08, ramp.shape)
+    probe = np.clip(ramp + noise, 0.05, 0.7).astype(np.float32)
+    config = SegmentationConfig(n_segments=(6, 20))
+    try:
+        shared = _slic_shared(probe, config)
+        fast = [_slic_core(shared, n, config) for n in config.n_segments]
+    except Exception as exc:  # noqa: BLE001 - private API of another package: any failure means "no"
+        log.debug("shared-preprocessing SLIC unavailable (%s); using plain slic", exc)
+        return False
+    plain = [slic(probe, n_segments=n, compactness=config.compactness, sigma=config.sigma,
+                  max_num_iter=config.max_num_iter, start_label=config.start_label, channel_axis=-1)
+             for n in config.n_segments]
+    same = all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(fast, plain))
+    if not same:
+        log.debug("shared-preprocessing SLIC differs from plain slic here; using plain slic")
+    return same
+
+
+def _slic_shared(image: np.ndarray, config: SegmentationConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """slic's own steps up to the clustering for an RGB image (no mask, unit spacing); None: unavailable."""
+    if _SK is None:
+        return None
+    img = _SK.img_as_float(image)
+    dtype = _SK.utils._supported_float_type(img.dtype)
+    img = img.astype(dtype, copy=True)
+    lo, hi = img.min(), img.max()
+    img -= lo
+    if hi != lo:
+        img /= hi - lo
+    img = _SK.rgb2lab(img[np.newaxis, ...])
+    spacing = np.ones(3, dtype=dtype)
+    sigma = np.array([config.sigma] * 3, dtype=dtype) / spacing
+    if (sigma > 0).any():
+        img = _SK.gaussian(img, sigma=[*sigma, 0], mode="reflect")
+    return np.ascontiguousarray(img * (1.0 / float(config.compactness)), dtype=dtype), spacing
+
+
+def _slic_core(shared: tuple[np.ndarray, np.ndarray], n_segments: int, config: SegmentationConfig) -> np.ndarray:
+    """slic's clustering and connectivity steps at one resolution, on the output of _slic_shared."""
+    img, spacing = shared
+    centroids, steps = _SK._get_grid_centroids(img, n_segments)
+    n = centroids.shape[0]
+    start = np.ascontiguousarray(np.concatenate([centroids, np.zeros((n, img.shape[3]))], axis=-1),
+                                 dtype=img.dtype)
+    labels = _SK._slic_cython(img, None, start, max(steps), int(config.max_num_iter), spacing, False,
+                              ignore_color=False, start_label=int(config.start_label))
+    if config.enforce_connectivity:
+        size = float(np.prod(img.shape[:3])) / n
+        labels = _SK._enforce_label_connectivity_cython(
+            labels, int(_SLIC_MIN_SIZE_FACTOR * size), int(_SLIC_MAX_SIZE_FACTOR * size),
+            start_label=int(config.start_label))
+    return labels[0]
 
 
 def _check_keep_mask(keep_mask: np.ndarray, shape: tuple[int, int], min_inside: float) -> np.ndarray:

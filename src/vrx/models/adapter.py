@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -156,9 +157,9 @@ def validate_images(x: torch.Tensor, channels: int = 3) -> None:
         raise InvalidImageError(f"images batch is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise InvalidImageError(f"images must be float in [0, 1]; got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
+    lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; NaN and inf show up in lo or hi
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InvalidImageError("images contain NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         hint = " (they look like 0–255 values: divide by 255)" if hi > 2 else ""
         raise InvalidImageError(f"images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]{hint}")

@@ -1,8 +1,10 @@
 """A small CNN for 128 x 128 toyworld images, and its safetensors + JSON artifact.
 
-The ``features`` stack ends in a 16 x 16 map of ReLU activations (``features.4`` by default):
-that is the bottleneck where concepts are discovered and Grad-CAM is taken. A global average pool
-and one linear layer follow, so the logits are a linear read-out of that map.
+The ``features`` stack ends in a 16 x 16 map of ReLU activations, then a global average pool and
+one linear layer. The bottleneck where concepts are discovered and Grad-CAM is taken is the
+block *before* the last (``features.3``, 64 x 16 x 16): at the last block the logit is a linear
+read-out, so its gradient is the same for every image and every TCAV score is 0 or 1; one
+Conv-BN-ReLU block in between makes the gradient depend on the image, as in real networks.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class ToyCNN(nn.Module):
 
     @property
     def bottleneck(self) -> str:
-        """Dotted name of the default bottleneck layer (a ReLU block output)."""
-        return f"features.{len(self.features) - 1}"
+        """Dotted name of the default bottleneck layer: the output of the block before the last."""
+        return f"features.{len(self.features) - 2}"
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments."""

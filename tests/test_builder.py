@@ -19,7 +19,7 @@ from vrx.concepts.bank import Concept, ConceptBank
 from vrx.concepts.config import ConceptConfig, GradCamConfig
 from vrx.concepts.features import ImagePatches, PatchFeaturizer
 from vrx.concepts.segmentation import SegmentationConfig
-from vrx.errors import ArtifactError
+from vrx.errors import ArtifactError, ConfigError
 from vrx.graphs.builder import Matches, MatchConfig, SCGBuilder
 from vrx.graphs.scg import DUMMY_EPS, edge_index, edge_position, load_graph_dataset, save_graph_dataset
 
@@ -109,9 +109,10 @@ def build(adapter, bank, images, labels=None, cache=None, **config):
     return builder, builder.transform(images, labels)
 
 
-def matched_patch(ds, patches: ImagePatches, k: int, n: int) -> int:
+def matched_patch(ds, patches: ImagePatches, k: int, n: int, node_features: str = "context") -> int:
     """The patch whose feature a present node carries (exact row equality)."""
-    rows = np.flatnonzero((patches.features == ds.graphs.x[0, k, n].numpy()).all(1))
+    table = patches.context if node_features == "context" else patches.features
+    rows = np.flatnonzero((table == ds.graphs.x[0, k, n].numpy()).all(1))
     assert len(rows) == 1
     return int(rows[0])
 
@@ -131,6 +132,7 @@ def test_hand_made_scene_nodes_positions_and_edges(adapter, image, patches):
         assert ds.graphs.present[0, kk, nn] == 1
         np.testing.assert_allclose(ds.graphs.pos[0, kk, nn].numpy(), centroid(patches.masks[j]), atol=1e-6)
         assert builder.matches_.bbox[0, kk, nn].tolist() == patches.bboxes[j].tolist()
+        assert builder.matches_.patch[0, kk, nn] == j
         assert builder.matches_.distance[0, kk, nn] == 0.0
     # The red rectangle is segmented exactly: its centre is known by hand (x = 44/176, y = 32/128).
     assert ds.graphs.pos[0, 0, 1].tolist() == [0.25, 0.25]
@@ -138,7 +140,7 @@ def test_hand_made_scene_nodes_positions_and_edges(adapter, image, patches):
     # Padded node: a dummy with no match at all.
     assert ds.graphs.present[0, 1, 2] == 0 and (ds.graphs.x[0, 1, 2] == DUMMY_EPS).all()
     assert ds.graphs.pos[0, 1, 2].tolist() == [0.0, 0.0] and np.isnan(builder.matches_.distance[0, 1, 2])
-    assert builder.matches_.bbox[0, 1, 2].tolist() == [-1, -1, -1, -1]
+    assert builder.matches_.bbox[0, 1, 2].tolist() == [-1, -1, -1, -1] and builder.matches_.patch[0, 1, 2] == -1
     # Edges: all N(N-1) ordered pairs, source-major, feature [x_j, y_j, x_i, y_i].
     ea = ds.graphs.edge_attr()
     assert ea.shape == (1, 2, 6, 4) and ds.graphs.edge_index().tolist() == edge_index(3).tolist()
@@ -148,6 +150,20 @@ def test_hand_made_scene_nodes_positions_and_edges(adapter, image, patches):
             want = np.concatenate([pos.get((kk, j), np.zeros(2)), pos.get((kk, i), np.zeros(2))])
             np.testing.assert_allclose(ea[0, kk, edge_position(3, j, i)].numpy(), want, atol=1e-6)
     assert ds.labels == [1] and ds.image_ids == ["array:0"] and ds.image_paths is None
+
+
+def test_node_features_patch_or_context(adapter, image, patches):
+    red, blue = patch_at(patches, RED), patch_at(patches, BLUE)
+    f = patches.features
+    bank = make_bank(adapter, {"ambulance": [f[red], f[blue]]})
+    _, by_context = build(adapter, bank, [image])
+    _, by_patch = build(adapter, bank, [image], node_features="patch")
+    for n, j in enumerate((red, blue)):  # the same matches either way; only the node feature differs
+        assert matched_patch(by_context, patches, 0, n) == j
+        assert matched_patch(by_patch, patches, 0, n, "patch") == j
+    assert not torch.allclose(by_context.graphs.x, by_patch.graphs.x)
+    with pytest.raises(ConfigError, match="node_features"):
+        MatchConfig(node_features="pixels")
 
 
 def test_dummy_exactly_when_distance_exceeds_radius(adapter, image, patches):
@@ -329,13 +345,14 @@ def test_matches_and_dataset_round_trip(adapter, image, patches, cache, tmp_path
     builder.matches_.save(tmp_path / "matches.safetensors")
     back = Matches.load(tmp_path / "matches.safetensors")
     assert np.array_equal(back.bbox, builder.matches_.bbox)
+    assert np.array_equal(back.patch, builder.matches_.patch)
     np.testing.assert_array_equal(back.distance, builder.matches_.distance)
     np.testing.assert_array_equal(back.radius, builder.matches_.radius)
     save_graph_dataset(tmp_path, ds)
     loaded = load_graph_dataset(tmp_path, ["ambulance", "school_bus"])
     assert torch.equal(loaded.graphs.x, ds.graphs.x) and loaded.labels == [0, 1]
     assert loaded.config["match"] == {"use_gradcam": None, "min_inside": 0.5, "radius_quantile": 0.9,
-                                      "teacher": True}
+                                      "teacher": True, "node_features": "context"}
     torch.testing.assert_close(loaded.teacher.masked_logits, ds.teacher.masked_logits, equal_nan=True)
 
 

@@ -14,18 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="run folder made by `vrx discover`")
     p.add_argument("--images", required=True, help="folder with one sub-folder of images per class")
     p.add_argument("--max-images", type=int, help="use at most this many images per class")
+    p.add_argument("--node-features", choices=("context", "patch"), default="context",
+                   help="a node's feature: the classifier's map pooled over the matched patch (context, "
+                        "default) or the patch's own features (patch); see docs/grn.md")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the graphs; print a one-line description."""
     from ..data.images import load_image_folder
+    from ..graphs.builder import MatchConfig
     from ..graphs.pipeline import build_graphs
     from ..graphs.scg import describe
     from ._common import adapter_from_run
 
     images = load_image_folder(args.images, max_images_per_class=args.max_images)
-    ds = build_graphs(adapter_from_run(Path(args.run)), images, args.run)
+    ds = build_graphs(adapter_from_run(Path(args.run)), images, args.run,
+                      MatchConfig(node_features=args.node_features))
     print(describe(ds))
     print(f"graphs: {Path(args.run) / 'graphs'}")
     return 0

@@ -45,6 +45,10 @@ class TCAVConfig:
     correction: str = "holm"  # "holm" or "bonferroni"
     cav_alpha: float = 0.01
     n_concepts: int = 4
+    # Which activations CAVs are trained on: "patch" (ACE: those of the features that were
+    # clustered) or "context" (the image's own bottleneck map over the patch's segment, i.e. the
+    # concept where and as the network saw it). The class gradients are always of whole images.
+    activations: str = "patch"
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,15 @@ class ConceptConfig:
         Grad-CAM foreground is the top 30% of pixels rather than half (half the frame is mostly
         background), and a patch counts as inside with 80% of its pixels in it; with fewer
         patches per class, 20 clusters and a minimum cluster size of 0.4 x the images keep
-        ACE's acceptance rules meaningful. Measured in docs/concepts.md.
+        ACE's acceptance rules meaningful. Patches are clustered on ACE's crop features (the
+        purest clusters), but CAVs are trained on their context activations: a crop of an 8 px
+        part blown up to 128 px is far from what the CNN saw, and its TCAV test is rarely
+        significant. Measured in docs/concepts.md.
         """
         return cls(segmentation=SegmentationConfig(n_segments=(50, 80, 150)),
                    gradcam=GradCamConfig(keep_top=0.3, min_inside=0.8),
-                   cluster=ClusterConfig(n_clusters=20, min_size_fraction=0.4), seed=seed)
+                   cluster=ClusterConfig(n_clusters=20, min_size_fraction=0.4),
+                   tcav=TCAVConfig(activations="context"), seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the configuration."""
@@ -115,6 +123,7 @@ class ConceptConfig:
             (0 < t.alpha < 1, "tcav.alpha must be in (0, 1)"),
             (t.correction in ("holm", "bonferroni"), "tcav.correction must be 'holm' or 'bonferroni'"),
             (t.n_concepts >= 1, "tcav.n_concepts must be >= 1"),
+            (t.activations in ("patch", "context"), "tcav.activations must be 'patch' or 'context'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -203,8 +203,7 @@ class ConceptExtractor:
         for ks in by_image.values():
             image, p = items[ks[0]][0], items[ks[0]][1]
             segs = p.segments(np.array([items[k][2] for k in ks]))
-            acts = self.adapter.activations(self.featurizer.patches(image, segs),
-                                            batch_size=self.config.batch_size)
+            acts = self.featurizer.full_activations(image, segs, self.config.tcav.activations)
             out.append(acts.flatten(1).numpy())
             order.extend(ks)
         result = np.empty((len(items), out[0].shape[1]), np.float32)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import ArtifactError
 from ..models.adapter import ClassifierAdapter
@@ -25,15 +26,22 @@ from .segmentation import Segment, SegmentationConfig, segment_image
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = "patches-v1"
+_CACHE_VERSION = "patches-v2"  # v2: context features beside the patch features
 
 
 @dataclass
 class ImagePatches:
-    """All candidate patches of one image: their segments and channel-mean bottleneck features."""
+    """All candidate patches of one image: their segments and two kinds of bottleneck features.
+
+    ``features`` are what discovery clusters and the graph builder matches on (by default ACE's:
+    the patch cropped, resized to the model input, activations averaged over space).
+    ``context`` is what the network sees at the patch inside the whole image: the image's
+    bottleneck map averaged over the segment's cells. The same as ``features`` in "map" mode.
+    """
 
     shape: tuple[int, int]
     features: np.ndarray      # [M, C] float32, activations averaged over space
+    context: np.ndarray       # [M, C] float32, the whole image's map pooled over each segment
     masks: np.ndarray         # [M, H, W] bool
     bboxes: np.ndarray        # [M, 4] int (y0, x0, y1, x1), end-exclusive
     resolutions: np.ndarray   # [M] int, index into SegmentationConfig.n_segments
@@ -106,23 +114,51 @@ class PatchFeaturizer:
             _save(path, result)
         return result
 
+    def full_activations(self, image: np.ndarray, segments: list[Segment],
+                         kind: str = "patch") -> torch.Tensor:
+        """[M, C, h, w] bottleneck activations of the patches (what CAVs are trained on).
+
+        ``kind="patch"``: the activations the patch features come from (in "crop" mode each
+        model-input-sized patch's; in "map" mode the context's); ``"context"``: the image's
+        bottleneck map weighted by the share of each cell the segment covers (zero elsewhere).
+        """
+        if kind == "patch" and self.segmentation.features == "crop":
+            return self.adapter.activations(self.patches(image, segments), batch_size=self.batch_size)
+        act, weights = self._map_and_weights(image, segments)
+        return act * weights
+
+    def _map_and_weights(self, image: np.ndarray, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image's [1, C, h, w] bottleneck map and each segment's [M, 1, h, w] cell coverage."""
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        act = self.adapter.activations(x)
+        masks = torch.from_numpy(np.stack([s.mask for s in segments]))[:, None].float()
+        return act, F.adaptive_avg_pool2d(masks, act.shape[-2:])
+
+    def _features_of(self, image: np.ndarray, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
+        """(features, context) of the segments: see ImagePatches."""
+        act, weights = self._map_and_weights(image, segments)
+        context = ((act * weights).sum((2, 3)) / weights.sum((2, 3)).clamp_min(1e-12)).numpy().astype(np.float32)
+        if self.segmentation.features == "crop":
+            return self.features(self.patches(image, segments)), context
+        return context, context.copy()  # two tensors: safetensors refuses shared memory
+
     def _featurise(self, image: np.ndarray, segments: list[Segment]) -> ImagePatches:
         h, w = image.shape[:2]
         if segments:
-            features = self.features(self.patches(image, segments))
+            features, context = self._features_of(image, segments)
             masks = np.stack([s.mask for s in segments])
         else:
-            features = np.zeros((0, 0), np.float32)
+            features = context = np.zeros((0, 0), np.float32)
             masks = np.zeros((0, h, w), bool)
         return ImagePatches(
-            shape=(h, w), features=features, masks=masks,
+            shape=(h, w), features=features, context=context, masks=masks,
             bboxes=np.array([s.bbox for s in segments], dtype=np.int32).reshape(-1, 4),
             resolutions=np.array([s.resolution for s in segments], dtype=np.int32))
 
 
 def _save(path: Path, p: ImagePatches) -> None:
     packed = np.packbits(p.masks.reshape(len(p), -1), axis=1)
-    save_tensors(path, {"features": p.features, "masks": packed, "bboxes": p.bboxes,
+    save_tensors(path, {"features": p.features, "context": p.context, "masks": packed, "bboxes": p.bboxes,
                         "resolutions": p.resolutions, "shape": np.array(p.shape, dtype=np.int64)})
 
 
@@ -130,5 +166,7 @@ def _load(path: Path) -> ImagePatches:
     t = {k: v.numpy() for k, v in load_tensors(path).items()}
     h, w = (int(v) for v in t["shape"])
     masks = np.unpackbits(t["masks"], axis=1, count=h * w).astype(bool).reshape(-1, h, w)
-    return ImagePatches(shape=(h, w), features=t["features"], masks=masks,
+    if "context" not in t:
+        raise ArtifactError(f"{path}: no context features (an older cache entry)")
+    return ImagePatches(shape=(h, w), features=t["features"], context=t["context"], masks=masks,
                         bboxes=t["bboxes"], resolutions=t["resolutions"])

@@ -38,6 +38,10 @@ class SegmentationConfig:
     start_label: int = 1           # passed to slic explicitly; has no effect on the segments returned
     max_num_iter: int = 10         # skimage's default k-means iterations, written down for the cache key
     enforce_connectivity: bool = True
+    # How a patch becomes a feature: "crop" (ACE) crops its box, fills the rest and resizes it to
+    # the model input; "map" pools the whole image's bottleneck map over the segment (one forward
+    # per image, and the patch keeps its context and scale). See docs/concepts.md.
+    features: str = "crop"
 
     def __post_init__(self) -> None:
         # JSON gives lists; a tuple keeps the frozen config hashable.
@@ -60,6 +64,7 @@ class SegmentationConfig:
             (0 <= self.max_jaccard <= 1, "segmentation.max_jaccard must be in [0, 1]"),
             (self.start_label in (0, 1), "segmentation.start_label must be 0 or 1"),
             (self.max_num_iter >= 1, "segmentation.max_num_iter must be >= 1"),
+            (self.features in ("crop", "map"), "segmentation.features must be 'crop' or 'map'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -300,17 +300,11 @@ class SensitivityExperiment:
         layers = render_layers(scene)
         image = _to_float(layers.rgb)
         graphs = self.builder.transform([image]).graphs
-        bbox = self.builder.matches_.bbox[0]
+        matched = self.builder.matches_.patch[0]
         k = self.class_names.index(cls)
         con = self.interpreter.contributions(graphs)
         patches = self.builder.featurizer(image)
-        masks = {}
-        for n in np.flatnonzero(graphs.present[0, k].numpy() > 0):
-            same = np.flatnonzero((patches.bboxes == bbox[k, n]).all(1))
-            x = graphs.x[0, k, n].numpy()
-            hit = [j for j in same if np.array_equal(patches.features[j], x)]
-            if hit:
-                masks[int(n)] = patches.masks[hit[0]]
+        masks = {int(n): patches.masks[matched[k, n]] for n in np.flatnonzero(matched[k] >= 0)}
         with torch.no_grad():
             logits = self.adapter.logits(resized_batch([image], self.adapter.input_size))
         return _State(graphs=graphs, node=con.node[0, k, k].double().numpy(),

@@ -24,7 +24,7 @@ from ..concepts.features import ImagePatches, PatchFeaturizer
 from ..concepts.gradcam import class_foreground
 from ..concepts.inputs import ImageInput, iter_images, resized_batch
 from ..concepts.segmentation import SegmentationConfig
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from ..models.adapter import ClassifierAdapter
 from ..store import load_tensors, save_tensors
 from .scg import GraphDataset, SCGBatch, Teacher
@@ -40,27 +40,37 @@ class MatchConfig:
     min_inside: float = 0.5           # looser than discovery's 1.0: a test image's part may straddle the mask
     radius_quantile: float = 0.9      # detection threshold per concept, from its cluster's distances
     teacher: bool = True              # also compute the classifier's (masked) logits
+    # A node's feature: "context", the network's bottleneck map of the whole image pooled over the
+    # matched patch (what the classifier itself sees there), or "patch", the matched patch's own
+    # features (the cropped patch, as matched). Matching always uses the patch's own features.
+    # docs/grn.md shows why "context" is the default: the classifier decides on parts in context.
+    node_features: str = "context"
+
+    def __post_init__(self) -> None:
+        if self.node_features not in ("context", "patch"):
+            raise ConfigError(f"node_features must be 'context' or 'patch', got {self.node_features!r}")
 
 
 @dataclass
 class Matches:
-    """Where each node of each class graph was found: [B, K, N] patch boxes and distances."""
+    """Where each node of each class graph was found: [B, K, N] patches, boxes and distances."""
 
     bbox: np.ndarray      # [B, K, N, 4] int (y0, x0, y1, x1); -1 where not detected
     distance: np.ndarray  # [B, K, N] float; nan where no patch was assigned
     radius: np.ndarray    # [K, N] detection threshold; nan for padded concepts
+    patch: np.ndarray     # [B, K, N] int index into the image's ImagePatches; -1 where not detected
 
     def save(self, path: Path) -> None:
         """Write the matches as safetensors."""
         save_tensors(path, {"bbox": self.bbox.astype(np.int32), "distance": self.distance.astype(np.float32),
-                            "radius": self.radius.astype(np.float32)})
+                            "radius": self.radius.astype(np.float32), "patch": self.patch.astype(np.int32)})
 
     @classmethod
     def load(cls, path: Path) -> Matches:
         """Read matches written by :meth:`save`."""
         t = {k: v.numpy() for k, v in load_tensors(path).items()}
         try:
-            return cls(bbox=t["bbox"], distance=t["distance"], radius=t["radius"])
+            return cls(bbox=t["bbox"], distance=t["distance"], radius=t["radius"], patch=t["patch"])
         except KeyError as exc:
             raise ArtifactError(f"{path}: tensor {exc} missing") from None
 
@@ -97,7 +107,7 @@ class SCGBuilder:
         k_, n_ = len(self.class_names), self.n
         d_ = self.bank.feature_dim
         xs, logits, masked, ids = [], [], [], []
-        bboxes, dists = [], []
+        bboxes, dists, chosens = [], [], []
         for image_id, image in iter_images(images, self.adapter.input_size, desc="graphs",
                                            show_progress=self.show_progress):
             patches = self.featurizer(image)
@@ -106,19 +116,21 @@ class SCGBuilder:
             dist = np.full((k_, n_), np.nan, np.float32)
             chosen = np.full((k_, n_), -1)
             cents = patches.centroids() if len(patches) else np.zeros((0, 2), np.float32)
+            node_x = patches.context if self.config.node_features == "context" else patches.features
             for k in range(k_):
                 for n, j, d in self._match(image, patches, k):
                     dist[k, n] = d
                     if d <= self.radius[k, n]:
                         chosen[k, n] = j
                         bbox[k, n] = patches.bboxes[j]
-                        g.x[0, k, n] = torch.from_numpy(patches.features[j])
+                        g.x[0, k, n] = torch.from_numpy(node_x[j])
                         g.present[0, k, n] = 1.0
                         g.pos[0, k, n] = torch.from_numpy(cents[j])
             xs.append(g)
             ids.append(image_id)
             bboxes.append(bbox)
             dists.append(dist)
+            chosens.append(chosen)
             if self.config.teacher:
                 lg, ml = self._teacher(image, patches, chosen)
                 logits.append(lg)
@@ -129,7 +141,8 @@ class SCGBuilder:
         else:
             teacher = Teacher(torch.zeros(len(ids), k_), torch.full((len(ids), k_, n_, k_), float("nan")))
         self.matches_ = Matches(np.stack(bboxes) if bboxes else np.zeros((0, k_, n_, 4), np.int32),
-                                np.stack(dists) if dists else np.zeros((0, k_, n_), np.float32), self.radius)
+                                np.stack(dists) if dists else np.zeros((0, k_, n_), np.float32), self.radius,
+                                np.stack(chosens) if chosens else np.zeros((0, k_, n_), np.int64))
         paths = list(ids) if all(not i.startswith("array:") for i in ids) else None
         return GraphDataset(graphs, teacher, ids, list(labels) if labels is not None else [-1] * len(ids),
                             paths, {"match": asdict(self.config), "use_gradcam": self.use_gradcam,

@@ -43,17 +43,26 @@ class Pipeline:
     config: DemoConfig = field(default_factory=DemoConfig)
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    ran: bool = False   # a stage has run in this call, so the later ones must run too
 
-    def stage(self, name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
-        """Run ``run`` unless ``done()`` says its artifact is already there."""
+    def stage(self, name: str, done: Callable[[], bool], run: Callable[[], Any],
+              extra: dict[str, Any] | None = None) -> None:
+        """Run ``run`` unless ``done()`` says its artifact is already there, made with the same settings.
+
+        ``extra`` adds the stage's own settings (the discovery configuration, say), so a change of
+        those in a newer vrx reruns the stage instead of reusing a stale artifact. Once a stage
+        has run, every later one runs too: each reads what the one before wrote.
+        """
         key = self.out / ".stages" / f"{name}.json"
-        settings = json.loads(json.dumps(asdict(self.config)))  # as stored: tuples become lists
-        if key.exists() and read_json(key).get("settings") == settings and done():
+        # As stored: tuples become lists.
+        settings = json.loads(json.dumps(asdict(self.config) | ({"stage": extra} if extra else {})))
+        if not self.ran and key.exists() and read_json(key).get("settings") == settings and done():
             log.info("[%s] up to date, skipped", name)
             self.skipped.append(name)
             self.seconds[name] = 0.0
             return
         log.info("[%s] ...", name)
+        self.ran = True
         t0 = time.perf_counter()
         run()
         self.seconds[name] = round(time.perf_counter() - t0, 2)
@@ -99,17 +108,20 @@ class Pipeline:
             images = load_image_folder(self.images, c.classes, max_images_per_class=c.n_discovery_per_class)
             discover(self.adapter(), images, self.run, ConceptConfig.toyworld(c.seed))
 
-        self.stage("discover", lambda: (concepts_dir(self.run) / "bank.json").exists(), run)
+        self.stage("discover", lambda: (concepts_dir(self.run) / "bank.json").exists(), run,
+                   ConceptConfig.toyworld(c.seed).to_dict())
 
     def graphs(self) -> None:
         """Build every class's graph (and teacher logits) for every image of the VRX image set."""
         from .data.images import load_image_folder
+        from .graphs.builder import MatchConfig
         from .graphs.pipeline import build_graphs
         from .graphs.scg import GRAPHS_DIR
 
+        match = MatchConfig()
         self.stage("graphs", lambda: (self.run / GRAPHS_DIR / "matches.safetensors").exists(),
                    lambda: build_graphs(self.adapter(), load_image_folder(self.images, self.config.classes),
-                                        self.run))
+                                        self.run, match), asdict(match))
 
     def train_grn(self) -> dict[str, Any]:
         """Distil the toy CNN into a GRN (with the ablations) and return its metrics."""

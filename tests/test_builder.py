@@ -361,3 +361,17 @@ def test_bank_of_another_model_is_refused(adapter, patches):
     bank.model_id = "someone-else"
     with pytest.raises(ArtifactError, match="someone-else"):
         SCGBuilder(adapter, bank)
+
+
+def test_stored_match_config_reads_the_runs_settings(tmp_path):
+    from vrx.graphs.builder import stored_match_config
+    from vrx.graphs.scg import GRAPHS_DIR, GRAPHS_META
+    from vrx.store import write_json
+
+    assert stored_match_config(tmp_path) == MatchConfig(teacher=False)  # no graphs yet: the defaults
+    meta = tmp_path / GRAPHS_DIR / GRAPHS_META
+    write_json(meta, {"config": {"match": {"min_inside": 0.7, "teacher": True, "unknown": 1}}})
+    # Graphs of a vrx before node_features carried the patch's own features.
+    assert stored_match_config(tmp_path) == MatchConfig(min_inside=0.7, teacher=False, node_features="patch")
+    write_json(meta, {"config": {"match": {"node_features": "context"}}})
+    assert stored_match_config(tmp_path).node_features == "context"

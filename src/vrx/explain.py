@@ -27,7 +27,7 @@ import torch
 from .concepts.bank import ConceptBank
 from .concepts.discover import concepts_dir
 from .errors import ArtifactError, InvalidImageError
-from .graphs.scg import GRAPHS_DIR, GRAPHS_META, SCGBatch
+from .graphs.scg import SCGBatch
 from .grn.model import CONFIG_FILE, GRN, GRN_DIR, MODEL_FILE, load_grn
 from .interpret import Explanation, Interpreter, add_sentences, draw_explanation, names_from_purity
 from .progress import progress
@@ -197,13 +197,9 @@ class RunExplainer:
     @cached_property
     def builder(self):
         """An SCGBuilder with the run's matching settings and patch cache (no teacher logits)."""
-        from .graphs.builder import MatchConfig, SCGBuilder
+        from .graphs.builder import SCGBuilder, stored_match_config
 
-        meta = self.run / GRAPHS_DIR / GRAPHS_META
-        match = dict((read_json(meta).get("config") or {}).get("match") or {}) if meta.exists() else {}
-        known = {f.name for f in dataclasses.fields(MatchConfig)}
-        match = {k: v for k, v in match.items() if k in known} | {"teacher": False}
-        return SCGBuilder(self.adapter, self.bank, MatchConfig(**match),
+        return SCGBuilder(self.adapter, self.bank, stored_match_config(self.run),
                           cache_dir=self.run / "cache" / "patches", show_progress=False)
 
     # ------------------------------------------------------------------ explaining

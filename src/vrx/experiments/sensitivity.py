@@ -36,7 +36,6 @@ mean), which the ``noise`` control measures.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -56,7 +55,7 @@ from ..data.toyworld.dataset import load_scene
 from ..data.toyworld.render import render_layers
 from ..data.toyworld.scene import Scene
 from ..errors import ArtifactError, ConfigError, InvalidImageError
-from ..graphs.builder import MatchConfig, SCGBuilder
+from ..graphs.builder import SCGBuilder, stored_match_config
 from ..graphs.scg import GRAPHS_DIR, GRAPHS_META, SCGBatch
 from ..grn.model import CONFIG_FILE, GRN_DIR, load_grn
 from ..interpret.contributions import Interpreter
@@ -285,12 +284,8 @@ class SensitivityExperiment:
         self.adapter = adapter_from_run(self.run_dir)
         self.interpreter = Interpreter(self.grn)
         self.edges = list(self.grn.layout.edges) if self.grn.layout.num_edges else []
-        meta = self.run_dir / GRAPHS_DIR / GRAPHS_META
-        match = dict((read_json(meta).get("config") or {}).get("match") or {}) if meta.exists() else {}
-        known = {f.name for f in dataclasses.fields(MatchConfig)}
-        match = {k: v for k, v in match.items() if k in known} | {"teacher": False}
         # No disk cache: edited images would fill the run's patch cache; the memo serves the reads.
-        self.builder = SCGBuilder(self.adapter, self.bank, MatchConfig(**match), cache_dir=None,
+        self.builder = SCGBuilder(self.adapter, self.bank, stored_match_config(self.run_dir), cache_dir=None,
                                   show_progress=False)
         self.builder.featurizer = _MemoFeaturizer(self.builder.featurizer)
         self._before: dict[str, tuple[Scene, _State] | str] = {}

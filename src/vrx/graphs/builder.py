@@ -10,6 +10,7 @@ quantile of the distances of its own cluster's patches), otherwise it becomes a 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,8 +27,8 @@ from ..concepts.inputs import ImageInput, iter_images, resized_batch
 from ..concepts.segmentation import SegmentationConfig
 from ..errors import ArtifactError, ConfigError
 from ..models.adapter import ClassifierAdapter
-from ..store import load_tensors, save_tensors
-from .scg import GraphDataset, SCGBatch, Teacher
+from ..store import load_tensors, read_json, save_tensors
+from .scg import GRAPHS_DIR, GRAPHS_META, GraphDataset, SCGBatch, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,16 @@ class MatchConfig:
     def __post_init__(self) -> None:
         if self.node_features not in ("context", "patch"):
             raise ConfigError(f"node_features must be 'context' or 'patch', got {self.node_features!r}")
+
+
+def stored_match_config(run: str | Path) -> MatchConfig:
+    """The matching settings ``RUN/graphs/`` was built with (teacher off): to build more graphs alike."""
+    meta = Path(run) / GRAPHS_DIR / GRAPHS_META
+    match = dict((read_json(meta).get("config") or {}).get("match") or {}) if meta.exists() else {}
+    if match:
+        match.setdefault("node_features", "patch")  # what graphs built before the setting existed carry
+    known = {f.name for f in dataclasses.fields(MatchConfig)}
+    return MatchConfig(**({k: v for k, v in match.items() if k in known} | {"teacher": False}))
 
 
 @dataclass

@@ -101,15 +101,15 @@ class Pipeline:
         from .data.images import load_image_folder
 
         c = self.config
+        config = ConceptConfig.toyworld(c.seed)
 
         def run() -> None:
             write_json(self.run / "run.json", {"model": {"model": f"toy:{self.model_dir.resolve()}"},
                                                "images": str(self.images.resolve())})
             images = load_image_folder(self.images, c.classes, max_images_per_class=c.n_discovery_per_class)
-            discover(self.adapter(), images, self.run, ConceptConfig.toyworld(c.seed))
+            discover(self.adapter(), images, self.run, config)
 
-        self.stage("discover", lambda: (concepts_dir(self.run) / "bank.json").exists(), run,
-                   ConceptConfig.toyworld(c.seed).to_dict())
+        self.stage("discover", lambda: (concepts_dir(self.run) / "bank.json").exists(), run, config.to_dict())
 
     def graphs(self) -> None:
         """Build every class's graph (and teacher logits) for every image of the VRX image set."""

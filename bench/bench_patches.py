@@ -23,6 +23,7 @@ import torch
 from skimage import data, transform
 from skimage.segmentation import slic
 
+from vrx.concepts.config import ConceptConfig
 from vrx.concepts.patches import extract_patches
 from vrx.concepts.segmentation import SegmentationConfig, segment_image
 
@@ -71,7 +72,7 @@ def photos() -> list[np.ndarray]:
 def slic_alone(image: np.ndarray, config: SegmentationConfig) -> None:
     for n in config.n_segments:
         slic(image, n_segments=n, compactness=config.compactness, sigma=config.sigma,
-             start_label=config.start_label, channel_axis=-1)
+             min_size_factor=config.min_size_factor, start_label=config.start_label, channel_axis=-1)
 
 
 def patching(image: np.ndarray, config: SegmentationConfig, size: int) -> int:
@@ -128,19 +129,22 @@ def main() -> None:
     parser.add_argument("--toy", type=int, default=10)
     args = parser.parse_args()
     config = SegmentationConfig()
+    toy_config = ConceptConfig.toyworld().segmentation
     toys, source = toy_images(args.toy)
-    groups = {f"toy 128px ({source})": toys, "photos 224px (skimage.data)": photos()}
+    groups = [(f"toy 128px ({source})", toys, config), ("photos 224px (skimage.data)", photos(), config),
+              ("toy 128px, toyworld preset", toys, toy_config)]
     print(f"torch threads {torch.get_num_threads()}; {os.cpu_count()} cores; load average "
-          f"{load_average()}; config {config}; median over images, best of {args.reps} reps each")
+          f"{load_average()}; median over images, best of {args.reps} reps each")
+    print(f"ACE's settings: {config}\ntoyworld preset: {toy_config}")
     print(f"{'images':42s} {'n':>3s} {'segs':>5s} {'SLIC s/img':>10s} {'patch->224 s/img':>17s} "
           f"{'ratio':>6s} {'patch->128 s/img':>17s} {'ratio':>6s}")
-    for name, images in groups.items():
+    for name, images, config in groups:
         m = run(images, config, args.reps)
         print(f"{name:42s} {len(images):3d} {m['n']:5.0f} {m['slic']:10.4f} {m['p224']:17.4f} "
               f"{m['r224']:6.2f} {m['p128']:17.4f} {m['r128']:6.2f}")
     print("ratio = (segment_image + extract_patches) / (three slic calls), per image; target <= 1.5")
     print(f"{'split at the model input size':42s} {'segment_image s/img':>20s} {'extract_patches s/img':>22s}")
-    for (name, images), size in zip(groups.items(), (128, 224)):
+    for (name, images, config), size in zip(groups, (128, 224, 128)):
         m = split(images, config, size, args.reps)
         print(f"{name + f' -> {size}':42s} {m['segment']:20.4f} {m['extract']:22.4f}")
     print(f"load average after: {load_average()}")

@@ -22,7 +22,8 @@ from vrx.concepts.segmentation import Segment, SegmentationConfig, segment_image
 FILL = (0.25, 0.5, 0.75)
 CONFIGS = [SegmentationConfig(),
            SegmentationConfig(n_segments=(4, 30), compactness=5.0, sigma=0.0, start_label=0,
-                              enforce_connectivity=False, max_num_iter=4)]
+                              enforce_connectivity=False, max_num_iter=4),
+           SegmentationConfig(n_segments=(20, 60), sigma=0.5, min_size_factor=0.1)]
 
 
 def _photo(name: str, size: tuple[int, int], dtype=np.float32) -> np.ndarray:
@@ -39,7 +40,7 @@ def images() -> list[np.ndarray]:
 def _plain(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarray]:
     return [slic(image, n_segments=n, compactness=config.compactness, sigma=config.sigma,
                  max_num_iter=config.max_num_iter, enforce_connectivity=config.enforce_connectivity,
-                 start_label=config.start_label, channel_axis=-1) - config.start_label
+                 min_size_factor=config.min_size_factor, start_label=config.start_label, channel_axis=-1) - config.start_label
             for n in config.n_segments]
 
 

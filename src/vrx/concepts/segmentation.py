@@ -38,6 +38,10 @@ class SegmentationConfig:
     start_label: int = 1           # passed to slic explicitly; has no effect on the segments returned
     max_num_iter: int = 10         # skimage's default k-means iterations, written down for the cache key
     enforce_connectivity: bool = True
+    # slic's connectivity step merges segments under this fraction of the mean segment area into a
+    # neighbour (slic's default 0.5). A thin part (a stripe a third of a segment tall) is such a
+    # segment: a smaller factor keeps it on its own. See docs/concepts.md.
+    min_size_factor: float = 0.5
     # How a patch becomes a feature: "crop" (ACE) crops its box, fills the rest and resizes it to
     # the model input; "map" pools the whole image's bottleneck map over the segment (one forward
     # per image, and the patch keeps its context and scale). See docs/concepts.md.
@@ -64,6 +68,7 @@ class SegmentationConfig:
             (0 <= self.max_jaccard <= 1, "segmentation.max_jaccard must be in [0, 1]"),
             (self.start_label in (0, 1), "segmentation.start_label must be 0 or 1"),
             (self.max_num_iter >= 1, "segmentation.max_num_iter must be >= 1"),
+            (0 <= self.min_size_factor <= 1, "segmentation.min_size_factor must be in [0, 1]"),
             (self.features in ("crop", "map"), "segmentation.features must be 'crop' or 'map'"),
         ]
         for ok, message in checks:
@@ -128,6 +133,7 @@ def slic_labels(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarra
             labels = slic(image, n_segments=int(n), compactness=float(config.compactness),
                           sigma=float(config.sigma), max_num_iter=int(config.max_num_iter),
                           enforce_connectivity=bool(config.enforce_connectivity),
+                          min_size_factor=float(config.min_size_factor),
                           start_label=int(config.start_label), channel_axis=-1)
         else:
             labels = _slic_core(shared, int(n), config)
@@ -140,7 +146,7 @@ def slic_labels(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarra
 # pieces no longer reproduce slic (checked once per process), plain slic is called instead.
 _SLIC_PARTS = ("img_as_float", "utils", "rgb2lab", "gaussian", "_get_grid_centroids", "_slic_cython",
                "_enforce_label_connectivity_cython")
-_SLIC_MIN_SIZE_FACTOR, _SLIC_MAX_SIZE_FACTOR = 0.5, 3  # slic's defaults, which vrx never changes
+_SLIC_MAX_SIZE_FACTOR = 3  # slic's default, which vrx never changes
 
 
 def _slic_module():  # noqa: ANN202 - a module or None
@@ -211,7 +217,7 @@ def _slic_core(shared: tuple[np.ndarray, np.ndarray], n_segments: int, config: S
     if config.enforce_connectivity:
         size = float(np.prod(img.shape[:3])) / n
         labels = _SK._enforce_label_connectivity_cython(
-            labels, int(_SLIC_MIN_SIZE_FACTOR * size), int(_SLIC_MAX_SIZE_FACTOR * size),
+            labels, int(float(config.min_size_factor) * size), int(_SLIC_MAX_SIZE_FACTOR * size),
             start_label=int(config.start_label))
     return labels[0]
 

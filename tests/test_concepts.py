@@ -16,7 +16,7 @@ from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, TCA
 from vrx.concepts.discover import discover
 from vrx.concepts.extractor import ConceptExtractor, DiscoveryReport
 from vrx.data.images import load_image_folder
-from vrx.errors import ArtifactError, EmptyFolderError, InvalidImageError, UnknownClassError
+from vrx.errors import ArtifactError, ConfigError, EmptyFolderError, InvalidImageError, UnknownClassError
 
 # The untrained network's Grad-CAM is fragmented, so no patch lies wholly inside it; 80% inside (as
 # in the toyworld preset) keeps some.
@@ -136,3 +136,19 @@ def test_images_smaller_than_the_input_are_warned_about(toy_adapter, caplog):
     with caplog.at_level("WARNING"):
         list(iter_images([small], toy_adapter.input_size))
     assert "array:0" in caplog.text and "smaller than the model input" in caplog.text
+
+
+def test_discover_cli_presets():
+    import argparse
+
+    from vrx.cli import discover as cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    base = ["discover", "--model", "toy:none", "--images", "x", "--out", "y"]
+    assert cli.discovery_config(parser.parse_args(base)) == ConceptConfig()
+    toy = cli.discovery_config(parser.parse_args([*base, "--preset", "toyworld", "--seed", "3", "--no-gradcam"]))
+    want = ConceptConfig.toyworld(3)
+    assert toy == dataclasses.replace(want, gradcam=dataclasses.replace(want.gradcam, enabled=False))
+    with pytest.raises(ConfigError, match="give one"):
+        cli.discovery_config(parser.parse_args([*base, "--preset", "toyworld", "--config", "c.json"]))

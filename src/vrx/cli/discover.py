@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from ._common import add_model_arguments, adapter_from_args, save_run_manifest
+
+if TYPE_CHECKING:
+    from ..concepts.config import ConceptConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="comma-separated class names (default: every sub-folder)")
     p.add_argument("--random", help="folder of random images (default: IMAGES/random)")
     p.add_argument("--out", required=True, help="run folder; concepts go to OUT/concepts/")
-    p.add_argument("--config", help="JSON file overriding discovery settings")
+    p.add_argument("--preset", choices=("ace", "toyworld"), default="ace",
+                   help="starting settings: ACE's defaults (for photos the object fills) or those "
+                        "scaled to toyworld's 128 px scenes, as `vrx demo` uses (docs/concepts.md)")
+    p.add_argument("--config", help="JSON file of discovery settings (keys not given: ACE's defaults); "
+                                    "not with --preset toyworld")
     p.add_argument("--max-images", type=int, help="use at most this many images per class")
     p.add_argument("--no-gradcam", action="store_true", help="switch the Grad-CAM foreground filter off")
     p.add_argument("--compare-gradcam", action="store_true",
@@ -28,19 +38,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run discovery and print the summary."""
-    import dataclasses
+def discovery_config(args: argparse.Namespace) -> ConceptConfig:
+    """The discovery settings the arguments ask for: a preset or a file, then the flags on top."""
+    from ..concepts.config import ConceptConfig  # imported here: it pulls in scikit-image
 
-    from ..concepts.config import ConceptConfig
-    from ..concepts.discover import discover
-    from ..data.images import load_image_folder
-
-    config = ConceptConfig.load(args.config) if args.config else ConceptConfig()
+    if args.config and args.preset != "ace":
+        raise ConfigError("--config and --preset toyworld both set the settings; give one")
+    if args.config:
+        config = ConceptConfig.load(args.config)
+    else:
+        config = ConceptConfig.toyworld() if args.preset == "toyworld" else ConceptConfig()
     if args.no_gradcam:
         config = dataclasses.replace(config, gradcam=dataclasses.replace(config.gradcam, enabled=False))
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run discovery and print the summary."""
+    from ..concepts.discover import discover
+    from ..data.images import load_image_folder
+
+    config = discovery_config(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     images = load_image_folder(args.images, classes, random_dir=args.random,
                                max_images_per_class=args.max_images)

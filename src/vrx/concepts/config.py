@@ -67,18 +67,21 @@ class ConceptConfig:
         """Settings scaled to toyworld's 128 px scenes, where the vehicle covers about a fifth of the frame.
 
         ACE's defaults assume an object that fills an ImageNet photo. Here the same number of
-        segments *per object* needs about three times as many per image (50, 80, 150); the
-        Grad-CAM foreground is the top 30% of pixels rather than half (half the frame is mostly
-        background), and a patch counts as inside with 80% of its pixels in it; with fewer
-        patches per class, 20 clusters and a minimum cluster size of 0.4 x the images keep
-        ACE's acceptance rules meaningful. Patches are clustered on ACE's crop features (the
-        purest clusters), but CAVs are trained on their context activations: a crop of an 8 px
-        part blown up to 128 px is far from what the CNN saw, and its TCAV test is rarely
-        significant. Measured in docs/concepts.md.
+        segments *per object* needs about three times as many per image (50, 80, 150), and SLIC's
+        connectivity step must keep segments down to a tenth of the mean size (skimage's default
+        half merges a stripe a few pixels tall into the body around it), with less smoothing
+        (sigma 0.5). The Grad-CAM foreground is the top 30% of pixels rather than half (half the
+        frame is mostly background); a patch must lie wholly inside it, the paper's rule. With
+        fewer patches per class, 20 clusters and a minimum cluster size of 0.4 x the images keep
+        ACE's acceptance rules meaningful, and each concept is its 20 members nearest the centre
+        (the smallest acceptable cluster's size), so every concept is its cluster's core. Patches
+        are clustered on ACE's crop features (the purest clusters), but CAVs are trained on their
+        context activations: a crop of an 8 px part blown up to 128 px is far from what the CNN
+        saw, and its TCAV test is rarely significant. Measured in docs/concepts.md.
         """
-        return cls(segmentation=SegmentationConfig(n_segments=(50, 80, 150)),
-                   gradcam=GradCamConfig(keep_top=0.3, min_inside=0.8),
-                   cluster=ClusterConfig(n_clusters=20, min_size_fraction=0.4),
+        return cls(segmentation=SegmentationConfig(n_segments=(50, 80, 150), sigma=0.5, min_size_factor=0.1),
+                   gradcam=GradCamConfig(keep_top=0.3, min_inside=1.0),
+                   cluster=ClusterConfig(n_clusters=20, min_size_fraction=0.4, n_members=20),
                    tcav=TCAVConfig(activations="context"), seed=seed)
 
     def to_dict(self) -> dict[str, Any]:

@@ -137,6 +137,7 @@ def _check_result(result: SensitivityResult, images, kind):
         assert result.rate_detected == sum(r.held for r in kept) / len(kept)
     for r in result.records:
         assert r.held == (r.after < r.before - 1e-6)
+        assert r.before > 1e-6  # only concepts with credit to lose are edited (positive_only)
         assert r.share >= 0.5 and r.part_type != "body"
         scene = load_scene(r.image[:-len(".png")] + ".json")
         assert r.true_class == scene.cls
@@ -156,6 +157,18 @@ def test_structural_records_and_the_edit_they_describe(experiment, images):
         changed_parts, changed_rgb, region = _changes_inside(scene, new, info)
         assert int(changed_parts.sum()) == r.changed_pixels
         assert not (changed_parts & ~region).any() and not (changed_rgb & ~region).any()
+
+
+def test_any_sign_adds_exactly_the_images_without_positive_credit(vrx_run, experiment, images):
+    strict = experiment.run(images, "structural", num_threads=1)
+    loose = SensitivityExperiment(vrx_run, SensitivityConfig(positive_only=False)).run(
+        images, "structural", num_threads=1)
+    by_image = {r.image: r for r in loose.records}
+    # Where the best concept has positive credit both pick it; elsewhere only any-sign measures.
+    assert {r.image: r for r in strict.records} == {i: r for i, r in by_image.items() if r.before > 1e-6}
+    for image, r in by_image.items():
+        if r.before <= 1e-6:
+            assert "positive" in strict.skipped[image]
 
 
 def test_visual_records_json_round_trip(experiment, images, tmp_path):

@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write all records as JSON here")
     p.add_argument("--pick", choices=("contribution", "rank"), default="contribution",
                    help="which eligible concept to edit: largest contribution before (default) or best rank")
+    p.add_argument("--any-sign", action="store_true",
+                   help="also edit concepts whose measure is not positive before the edit (default: only positive ones)")
     p.add_argument("--visual-edit", choices=("swap", "distort"), default="swap",
                    help="swap: another class's part type (default); distort: inverted colours")
     p.add_argument("--min-share", type=float, default=0.5,
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmptyFolderError(f"{args.images}: none of its images is in the test split of {args.run}; "
                                "use --split all for images the run has not seen")
     exp = SensitivityExperiment(args.run, SensitivityConfig(pick=args.pick, min_share=args.min_share,
-                                                            seed=args.seed))
+                                                            positive_only=not args.any_sign, seed=args.seed))
     plan = [("structural", "move"), ("visual", args.visual_edit)]
     if args.control:
         plan += [("structural", "noise"), ("visual", "noise")]

@@ -31,7 +31,10 @@ counted in ``n_vanished``, and ``rate_detected`` gives the rate over the others.
 Choosing k (``pick``): ``"contribution"`` takes the eligible concept whose measure is largest before
 the edit (the paper edits "a relatively good concept, with high positive contribution"), ``"rank"``
 the best-ranked eligible concept. Picking the largest favours a fall a little (regression to the
-mean), which the ``noise`` control measures.
+mean), which the ``noise`` control measures. With ``positive_only`` (the default) a concept is
+eligible only if its measure is positive before the edit: removing a relation that counted *against*
+the class should raise the measure, so such an image says nothing about the effect; an image with no
+such concept is skipped.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class SensitivityConfig:
 
     min_share: float = 0.5        # share of the matched patch's pixels on one vehicle part type
     pick: str = "contribution"    # "contribution": largest measure before the edit; "rank": best rank
+    positive_only: bool = True    # only concepts whose measure is > tol before the edit (the paper's)
     all_instances: bool = True    # edit every vehicle part of that type (else only the most covered one)
     gap: int = 2                  # pixels between a moved part's footprint and the body
     min_inside: float = 0.9       # share of a moved part's footprint that must stay inside the image
@@ -397,6 +401,12 @@ class SensitivityExperiment:
         if not cands:
             raise SkipImage(f"no detected {cls} concept lies mostly (>= {self.config.min_share:.0%}) on one "
                         "vehicle part other than the body")
+        if self.config.positive_only:
+            # An edit can only take away credit that is there: a concept whose measure counts
+            # against the class would "fail" exactly when the edit removes that evidence.
+            cands = [c for c in cands if self._measure(before, kind, c[0]) > self.config.tol]
+            if not cands:
+                raise SkipImage(f"no eligible {cls} concept has a positive {kind} measure before the edit")
         if self.config.pick == "rank":
             n, ptype, share = cands[0]
         else:

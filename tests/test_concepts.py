@@ -18,8 +18,8 @@ from vrx.concepts.extractor import ConceptExtractor, DiscoveryReport
 from vrx.data.images import load_image_folder
 from vrx.errors import ArtifactError, ConfigError, EmptyFolderError, InvalidImageError, UnknownClassError
 
-# The untrained network's Grad-CAM is fragmented, so no patch lies wholly inside it; 80% inside (as
-# in the toyworld preset) keeps some.
+# The untrained network's Grad-CAM is fragmented, so no patch lies wholly inside it; 80% inside
+# keeps some.
 FAST = ConceptConfig(gradcam=GradCamConfig(min_inside=0.8),
                      cluster=ClusterConfig(n_clusters=4, n_init=1, n_members=10, min_size_fraction=0.5),
                      tcav=TCAVConfig(n_random_sets=4, random_set_size=10, n_concepts=2))

@@ -47,7 +47,7 @@ def discover(adapter: ClassifierAdapter, images: ImageSet, run: str | Path,
                "correction": config.tcav.correction, **bank.stats,
                "concepts": {c: [{"rank": k.rank, "tcav": round(k.tcav, 4), "p_value": k.p_value,
                                  "size": k.size} for k in bank[c]] for c in bank.class_names}}
-    purity_fn = _part_map_reader(images)
+    purity_fn = part_map_reader(images)
     if purity_fn is not None:
         from ..metrics.purity import concept_purity
 
@@ -80,7 +80,8 @@ class _PartMaps:
         return None if path is None else np.asarray(Image.open(path))
 
 
-def _part_map_reader(images: ImageSet) -> _PartMaps | None:
+def part_map_reader(images: ImageSet) -> _PartMaps | None:
+    """The reader of a toyworld image set's ground-truth part maps, or None for other images."""
     manifest = images.root / "toyworld.json"
     if not manifest.exists():
         return None

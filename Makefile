@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test demo bench clean browser
+.PHONY: setup test test-fast demo bench clean browser
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (a trained run, toy-CNN training, EfficientNet): under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Debian's chromium for the report's browser test (tests/test_report.py). Installed only when it is
 # missing and we are root with apt-get; otherwise nothing happens and that test skips (or fails

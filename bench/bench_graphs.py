@@ -27,15 +27,17 @@ import torch
 
 from vrx.concepts.bank import Concept, ConceptBank
 from vrx.concepts.config import ConceptConfig
-from vrx.concepts.discover import concepts_dir
 from vrx.concepts.features import PatchFeaturizer
 from vrx.concepts.segmentation import SegmentationConfig, segment_image
 from vrx.data.images import load_image
 from vrx.data.toyworld import ALL_CLASSES, DEFAULT_CLASSES, list_images, render_dataset
 from vrx.graphs.builder import SCGBuilder
-from vrx.graphs.scg import describe
-from vrx.grn import Distiller, GRNConfig
+from vrx.graphs.dataset import describe
+from vrx.grn.config import DistillConfig, GRNConfig
+from vrx.grn.distill import Distiller
 from vrx.models.adapter import ClassifierAdapter
+from vrx.run import Run
+from vrx.runtime import GRN_THREADS, threads
 from vrx.store import write_json
 
 
@@ -83,7 +85,7 @@ def synthetic_bank(adapter: ClassifierAdapter, paths: dict[str, list[Path]], n_c
                                          tcav_std=0.0, p_value=1.0, significant=False, cav_accuracy=0.0,
                                          size=int(sizes[c]), cluster_distances=dist))
     return ConceptBank(concepts=concepts, model_id=adapter.model_id, layer=adapter.bottleneck,
-                       config=config.to_dict())
+                       config=config)
 
 
 def patch_batches(adapter: ClassifierAdapter, images: list[np.ndarray],
@@ -115,7 +117,7 @@ def main() -> None:
     else:
         adapter = untrained_adapter()
     tmp = Path(tempfile.mkdtemp(prefix="bench_graphs_"))
-    bank = ConceptBank.load(concepts_dir(args.run)) if args.run else None
+    bank = Run(args.run).bank() if args.run else None
     names = bank.class_names if bank is not None else list(DEFAULT_CLASSES)
     classes = [c for c in names if c in ALL_CLASSES] or list(DEFAULT_CLASSES)
     render_dataset(tmp / "images", args.per_class, args.seed, classes, n_random=0, show_progress=False)
@@ -129,10 +131,10 @@ def main() -> None:
         bank = synthetic_bank(adapter, by_class, args.concepts, args.seed)
         bank_desc = f"synthetic, {len(classes)} classes x {args.concepts} concepts (k-means on other images)"
     else:
-        bank_desc = f"{concepts_dir(args.run)}, {len(bank.class_names)} classes x N={bank.n_concepts}"
-    seg = SegmentationConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in bank.config["segmentation"].items()})
-    batch_size = bank.config.get("batch_size", 64)
+        bank_desc = f"{Run(args.run).concepts_dir}, {len(bank.class_names)} classes x N={bank.n_concepts}"
+    builder = SCGBuilder(adapter, bank, cache_dir=tmp / "cache", show_progress=False)
+    # The segmentation and batch size the builder uses: discovery's, as the bank records them.
+    seg, batch_size = builder.featurizer.segmentation, builder.featurizer.batch_size
     images = [load_image(p) for p in paths]
     n = len(images)
 
@@ -141,7 +143,6 @@ def main() -> None:
     batches = patch_batches(adapter, images, seg)   # made outside the clock
     m_patches = float(np.mean([len(b) for b in batches]))
 
-    builder = SCGBuilder(adapter, bank, cache_dir=tmp / "cache", show_progress=False)
     stages = {"features": Timed(builder.featurizer), "match": Timed(builder._match),
               "teacher": Timed(builder._teacher)}
     builder.featurizer, builder._match, builder._teacher = stages["features"], stages["match"], stages["teacher"]
@@ -173,8 +174,8 @@ def main() -> None:
     ds = builder.transform(paths, labels)   # the whole set in one call (warm), for the GRN
 
     # 3. GRN training on the resulting graph dataset (default settings, one thread).
-    dist = Distiller(GRNConfig(seed=0), show_progress=False)
-    dist.fit(ds)
+    with threads(**GRN_THREADS):
+        dist = Distiller(GRNConfig(), DistillConfig(seed=0), show_progress=False).fit(ds)
     epochs = len(dist.history_)
 
     k, nn_ = len(bank.class_names), bank.n_concepts

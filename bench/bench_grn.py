@@ -8,15 +8,19 @@ Every ratio printed is between numbers measured in this same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
 from torch.nn import functional as F
 
-from vrx.grn import GRN, Distiller, GRNConfig, evaluate, make_split
-from vrx.grn.distill import distill_loss, mask_augment, torch_threads
+from vrx.grn.config import DistillConfig, GRNConfig
+from vrx.grn.distill import Distiller, distill_loss, make_split, mask_augment
+from vrx.grn.fidelity import evaluate
+from vrx.grn.model import GRN
 from vrx.grn.synthetic import mixed_task
+from vrx.runtime import threads
 
 
 def best_of(fn, repeat: int = 5, number: int = 1) -> float:
@@ -45,8 +49,7 @@ def pyg_embed(model: GRN, data, num_images: int) -> torch.Tensor:
         def message(self, h_j, edge, dep, emask):
             return self.layer.w3(torch.cat([dep[:, None] * h_j, edge], -1)) * emask[:, None]
 
-    cfg = model.config
-    k, n = cfg.K, cfg.N
+    k, n = model.graph_shape.num_classes, model.graph_shape.num_nodes
     x, present = data.x, data.present
     x = (x - model.feat_mean) / model.feat_std * present[:, None]
     h = torch.cat([model.proj(x), present[:, None]], -1)
@@ -80,13 +83,14 @@ def main() -> None:
     print(f"synthetic mixed task: {b} images x {k} class graphs x N={n} nodes, D={d}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
 
-    # 1. Training time of the default GRN.
-    cfg = GRNConfig()
+    # 1. Training time of the default GRN (one thread, as `vrx train` runs it).
+    cfg = DistillConfig()
     split = make_split(ds.image_ids, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    dist = Distiller(cfg)
-    model = dist.fit(ds, split)
+    with threads(torch_threads=1):
+        dist = Distiller(GRNConfig(), cfg).fit(ds, split)
+        model = dist.model_
+        fid = evaluate(model, ds, split.test)
     epochs = len(dist.history_)
-    fid = evaluate(model, ds, split.test)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n[train] default GRN ({n_params:,} parameters), {len(split.train)} training images, "
           f"batch {cfg.batch_size}: {dist.train_seconds_:.2f} s for {epochs} epochs = "
@@ -94,7 +98,7 @@ def main() -> None:
           f"held-out top1 {fid['fidelity_top1']:.3f}, L1 {fid['fidelity_l1']:.3f}")
 
     # 2. Forward time per graph, batched and one image at a time.
-    with torch_threads(1):
+    with threads(torch_threads=1):
         one = ds.graphs[0]
         t_batch = best_of(lambda: model.predict(ds.graphs), repeat=5)
         t_one = best_of(lambda: model.predict(one), repeat=5, number=50)
@@ -104,7 +108,7 @@ def main() -> None:
           f"per image)")
 
     # 3. Dense implementation vs torch_geometric MessagePassing, same weights.
-    with torch_threads(1), torch.no_grad():
+    with threads(torch_threads=1), torch.no_grad():
         t_conv = best_of(lambda: ds.graphs.to_pyg(), repeat=2)
         data = ds.graphs.to_pyg()
         dense = model.embed(ds.graphs)
@@ -130,9 +134,9 @@ def main() -> None:
 
     model.train()
     timings = {}
-    for threads in (1, 2):
-        with torch_threads(threads):
-            timings[threads] = best_of(step, repeat=5, number=20)
+    for n_threads in (1, 2):
+        with threads(torch_threads=n_threads):
+            timings[n_threads] = best_of(step, repeat=5, number=20)
     print(f"\n[threads] training step, batch {cfg.batch_size}: 1 thread {timings[1] * 1000:.2f} ms, "
           f"2 threads {timings[2] * 1000:.2f} ms (2 threads / 1 thread = {timings[2] / timings[1]:.2f})")
 
@@ -147,8 +151,9 @@ def main() -> None:
             dss = mixed_task(args.images, args.classes, args.nodes, args.dim, seed=seed)
             sp = make_split(dss.image_ids, 0.15, 0.15, seed)
             for name, change in variants.items():
-                m = Distiller(GRNConfig(seed=seed, **change)).fit(dss, sp)
-                r = evaluate(m, dss, sp.test)
+                with threads(torch_threads=1):
+                    d = Distiller(dataclasses.replace(GRNConfig(), **change), DistillConfig(seed=seed)).fit(dss, sp)
+                    r = evaluate(d.model_, dss, sp.test)
                 scores[name].append((r["fidelity_top1"], r["fidelity_l1"]))
         print(f"\n[heads and ablations] held-out fidelity, mean +- sd over {args.seeds} seeds "
               f"({len(sp.test)} test images each)")

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from vrx.concepts.config import ConceptConfig
-from vrx.concepts.discover import part_map_reader
 from vrx.concepts.extractor import ConceptExtractor
-from vrx.data.images import load_image_folder
+from vrx.data.images import load_image_folder, part_map_reader
 from vrx.data.toyworld import DEFAULT_CLASSES
 from vrx.metrics.purity import concept_purity
 from vrx.models import load
+from vrx.runtime import threads
 
 
 def with_overrides(config: ConceptConfig, overrides: dict) -> ConceptConfig:
@@ -55,8 +55,10 @@ def main() -> None:
         t0 = time.perf_counter()
         extractor = ConceptExtractor(adapter, config, cache_dir=args.demo / "run" / "cache" / "patches",
                                      show_progress=False)
-        bank = extractor.fit({c: list(images.paths[c]) for c in images.classes}, list(images.random_paths))
-        purity = concept_purity(bank, parts, parts.part_names)
+        with threads(torch_threads=1, blas_threads=1):  # discovery's speed (vrx.concepts.patches)
+            bank = extractor.fit({c: list(images.paths[c]) for c in images.classes},
+                                 list(images.random_paths)).bank_
+        purity = concept_purity(bank, parts)
         cells = []
         for cls in bank.class_names:
             rows = " ".join(f"{r['part']} {r['purity']:.2f}" for r in purity["classes"][cls])

@@ -10,6 +10,16 @@ import torch
 # mostly waits for the first (measured up to 10x slower), so the whole suite uses one.
 torch.set_num_threads(1)
 
+#: Fixtures that train a network, discover concepts or load EfficientNet: a test that uses one is
+#: marked slow, so `pytest -m "not slow"` (make test-fast) leaves it out.
+SLOW_FIXTURES = {"vrx_run", "effnet", "discovered", "discovery"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def effnet():
@@ -59,39 +69,38 @@ def build_tiny_run(world, root):
     """
     import argparse
 
+    from vrx import stages
     from vrx.cli import train
-    from vrx.cli._common import adapter_from_run, save_run_manifest
     from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, TCAVConfig
-    from vrx.concepts.discover import discover
     from vrx.data.images import load_image_folder
     from vrx.data.toyworld import render_dataset
-    from vrx.graphs.pipeline import build_graphs
-    from vrx.grn.distill import torch_threads
     from vrx.models.toytrain import train_toy
+    from vrx.run import ModelSpec, Run
+    from vrx.runtime import threads
 
-    with torch_threads(1):
+    with threads(torch_threads=1, blas_threads=1):
         render_dataset(root / "train", 40, seed=3, n_random=0, show_progress=False)
         train_toy(root / "train", root / "model", epochs=10, seed=0, widths=(8, 16, 16, 24, 24),
-                  batch_size=16, num_threads=1, progress=False)
-        run = root / "run"
-        save_run_manifest(run, argparse.Namespace(model=f"toy:{root / 'model'}"))
-        adapter = adapter_from_run(run)
+                  batch_size=16, progress=False)
+        run = Run(root / "run")
+        run.write_manifest(ModelSpec(model=f"toy:{root / 'model'}"))
+        adapter = run.adapter()
         config = ConceptConfig(gradcam=GradCamConfig(min_inside=0.5),
                                cluster=ClusterConfig(n_clusters=6, n_init=1, n_members=10, min_size_fraction=0.5),
                                tcav=TCAVConfig(n_random_sets=10, random_set_size=10, n_concepts=3, alpha=0.1))
-        bank, _ = discover(adapter, load_image_folder(world, max_images_per_class=6), run, config,
-                           show_progress=False)
+        bank, _ = stages.discover(run, adapter, load_image_folder(world, max_images_per_class=6), config,
+                                  show_progress=False)
         counts = {c: len(bank[c]) for c in bank.class_names}
         assert bank.n_concepts >= 2, f"tiny run: too few concepts {counts}; the GRN needs a class with two"
-        build_graphs(adapter, load_image_folder(world), run, show_progress=False)
+        stages.build_graphs(run, adapter, load_image_folder(world), show_progress=False)
         # Through the `vrx train` command (not vrx.cli.main, which would configure logging globally).
         parser = argparse.ArgumentParser(prog="vrx")
         train.register(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["train", "--run", str(run), "--epochs", "15", "--hidden", "8,8",
+        args = parser.parse_args(["train", "--run", str(run.path), "--epochs", "15", "--hidden", "8,8",
                                   "--input-proj", "8", "--edge-dim", "4", "--batch-size", "8",
                                   "--test-fraction", "0.3"])
         assert args.func(args) == 0, "vrx train failed on the tiny run"
-    return run
+    return run.path
 
 
 @pytest.fixture(scope="session")

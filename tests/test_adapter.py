@@ -262,6 +262,40 @@ def test_captum_gradcam_on_forward_module():
     acts, grads = a.bottleneck_gradients(x, 1)
     manual = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(1, keepdim=True)
     assert torch.allclose(cam.detach(), manual, atol=1e-5)
+    # vrx's Grad-CAM comes from the adapter's one gradient path, bit for bit Captum's.
+    from vrx.concepts.gradcam import gradcam
+
+    relu = LayerGradCam(a.forward_module, a.layer_module()).attribute(x, target=1, relu_attributions=True)
+    assert torch.equal(gradcam(a, x, 1), relu[:, 0].detach())
+
+
+def test_model_is_left_as_it_was_found():
+    from captum.attr import LayerGradCam
+
+    model = TinyCNN()
+    model.features[0].eval()  # mixed flags: the rest of the model is in training mode
+    before = {n: m.training for n, m in model.named_modules()}
+    a = make_adapter(model)
+    x = rand_images(3)
+    a.logits(x)
+    a.activations(x, layer="features.1")
+    a.layer_gradients(x, 1)
+    LayerGradCam(a.forward_module, a.layer_module()).attribute(x, target=1)
+    assert {n: m.training for n, m in model.named_modules()} == before
+    with a.evaluating() as m:
+        assert m is model and not any(s.training for s in model.modules())
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert all(p.device.type == "cpu" for p in model.parameters()) and no_hooks(model)
+
+
+def test_importing_vrx_models_imports_no_torch():
+    import subprocess
+    import sys
+
+    probe = ("import sys, vrx.models as m; print('torch' in sys.modules, m.DEFAULT_THREADS); "
+             "from vrx.models import ClassifierAdapter, load, to_tensor; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "1", "True"], out.stdout + out.stderr
 
 
 # ---- classes and identity --------------------------------------------------------------------

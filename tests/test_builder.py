@@ -20,8 +20,9 @@ from vrx.concepts.config import ConceptConfig, GradCamConfig
 from vrx.concepts.features import ImagePatches, PatchFeaturizer
 from vrx.concepts.segmentation import SegmentationConfig
 from vrx.errors import ArtifactError, ConfigError
-from vrx.graphs.builder import Matches, MatchConfig, SCGBuilder
-from vrx.graphs.scg import DUMMY_EPS, edge_index, edge_position, load_graph_dataset, save_graph_dataset
+from vrx.graphs.builder import MatchConfig, Matches, SCGBuilder
+from vrx.graphs.dataset import GraphDataset, load_graph_dataset, save_graph_dataset
+from vrx.graphs.scg import DUMMY_EPS, edge_index, edge_position
 
 # One coarse SLIC resolution: 12 patches on the scene below, pairwise feature distances >= 0.45.
 SEG = SegmentationConfig(n_segments=(15,))
@@ -105,8 +106,10 @@ def centroid(mask: np.ndarray) -> np.ndarray:
 
 
 def build(adapter, bank, images, labels=None, cache=None, **config):
+    """(builder, graph dataset, matches) of ``images``."""
     builder = SCGBuilder(adapter, bank, MatchConfig(**config), cache_dir=cache, show_progress=False)
-    return builder, builder.transform(images, labels)
+    ds, matches = builder.transform(images, labels, return_matches=True)
+    return builder, ds, matches
 
 
 def matched_patch(ds, patches: ImagePatches, k: int, n: int, node_features: str = "context") -> int:
@@ -122,7 +125,7 @@ def test_hand_made_scene_nodes_positions_and_edges(adapter, image, patches):
     f = patches.features
     # Class order differs from the adapter's on purpose; school_bus has 2 concepts, so node 2 is padding.
     bank = make_bank(adapter, {"ambulance": [f[green], f[red], f[blue]], "school_bus": [f[blue], f[red]]})
-    builder, ds = build(adapter, bank, [image], labels=[1])
+    builder, ds, matches = build(adapter, bank, [image], labels=[1])
     b, k, n, d = ds.graphs.shape
     assert (b, k, n, d) == (1, 2, 3, f.shape[1]) and ds.class_names == ["ambulance", "school_bus"]
     assert builder.class_ids == [adapter.class_id("ambulance"), adapter.class_id("school_bus")]
@@ -131,16 +134,16 @@ def test_hand_made_scene_nodes_positions_and_edges(adapter, image, patches):
         assert matched_patch(ds, patches, kk, nn) == j
         assert ds.graphs.present[0, kk, nn] == 1
         np.testing.assert_allclose(ds.graphs.pos[0, kk, nn].numpy(), centroid(patches.masks[j]), atol=1e-6)
-        assert builder.matches_.bbox[0, kk, nn].tolist() == patches.bboxes[j].tolist()
-        assert builder.matches_.patch[0, kk, nn] == j
-        assert builder.matches_.distance[0, kk, nn] == 0.0
+        assert matches.bbox[0, kk, nn].tolist() == patches.bboxes[j].tolist()
+        assert matches.patch[0, kk, nn] == j
+        assert matches.distance[0, kk, nn] == 0.0
     # The red rectangle is segmented exactly: its centre is known by hand (x = 44/176, y = 32/128).
     assert ds.graphs.pos[0, 0, 1].tolist() == [0.25, 0.25]
     assert ((ds.graphs.pos >= 0) & (ds.graphs.pos <= 1)).all()
     # Padded node: a dummy with no match at all.
     assert ds.graphs.present[0, 1, 2] == 0 and (ds.graphs.x[0, 1, 2] == DUMMY_EPS).all()
-    assert ds.graphs.pos[0, 1, 2].tolist() == [0.0, 0.0] and np.isnan(builder.matches_.distance[0, 1, 2])
-    assert builder.matches_.bbox[0, 1, 2].tolist() == [-1, -1, -1, -1] and builder.matches_.patch[0, 1, 2] == -1
+    assert ds.graphs.pos[0, 1, 2].tolist() == [0.0, 0.0] and np.isnan(matches.distance[0, 1, 2])
+    assert matches.bbox[0, 1, 2].tolist() == [-1, -1, -1, -1] and matches.patch[0, 1, 2] == -1
     # Edges: all N(N-1) ordered pairs, source-major, feature [x_j, y_j, x_i, y_i].
     ea = ds.graphs.edge_attr()
     assert ea.shape == (1, 2, 6, 4) and ds.graphs.edge_index().tolist() == edge_index(3).tolist()
@@ -156,8 +159,8 @@ def test_node_features_patch_or_context(adapter, image, patches):
     red, blue = patch_at(patches, RED), patch_at(patches, BLUE)
     f = patches.features
     bank = make_bank(adapter, {"ambulance": [f[red], f[blue]]})
-    _, by_context = build(adapter, bank, [image])
-    _, by_patch = build(adapter, bank, [image], node_features="patch")
+    _, by_context, _ = build(adapter, bank, [image])
+    _, by_patch, _ = build(adapter, bank, [image], node_features="patch")
     for n, j in enumerate((red, blue)):  # the same matches either way; only the node feature differs
         assert matched_patch(by_context, patches, 0, n) == j
         assert matched_patch(by_patch, patches, 0, n, "patch") == j
@@ -172,8 +175,8 @@ def test_dummy_exactly_when_distance_exceeds_radius(adapter, image, patches):
     far = f[red] + 100.0
     near = f[blue] + 0.005  # nearest patch is still blue (other patches are >= 0.45 away)
     bank = make_bank(adapter, {"fire_engine": [f[red], far, near]}, radius=1.0)
-    builder, ds = build(adapter, bank, [image])
-    g, m = ds.graphs, builder.matches_
+    _, ds, matches = build(adapter, bank, [image])
+    g, m = ds.graphs, matches
     assert g.present[0, 0].tolist() == [1.0, 0.0, 1.0]
     # The far concept is still assigned a patch (a finite distance), but that is above its radius.
     assert np.isfinite(m.distance[0, 0, 1]) and m.distance[0, 0, 1] > 1.0
@@ -188,7 +191,7 @@ def test_dummy_exactly_when_distance_exceeds_radius(adapter, image, patches):
     below = float(np.nextafter(np.float32(d), np.float32(0)))
     for radius, present in ((d, 1.0), (below, 0.0)):
         bank = make_bank(adapter, {"fire_engine": [f[red], far, near]}, radius={"fire_engine": [1.0, 1.0, radius]})
-        _, ds2 = build(adapter, bank, [image], teacher=False)
+        _, ds2, _ = build(adapter, bank, [image], teacher=False)
         assert ds2.graphs.present[0, 0, 2] == present
 
 
@@ -201,9 +204,9 @@ def test_present_flag_matches_distance_rule_on_random_banks(adapter, image, patc
         picks = rng.choice(len(f), 4, replace=False)
         centres[cls] = [f[j] + rng.normal(0, s, f.shape[1]) for j, s in zip(picks, (0.0, 0.05, 0.2, 1.0))]
         radii[cls] = list(rng.uniform(0.0, 3.0, 4))
-    builder, ds = build(adapter, make_bank(adapter, centres, radii, gradcam=True), [image, scene(shift=30)],
+    _, ds, matches = build(adapter, make_bank(adapter, centres, radii, gradcam=True), [image, scene(shift=30)],
                         cache=cache)
-    m = builder.matches_
+    m = matches
     detected = np.isfinite(m.distance) & (m.distance <= m.radius[None])
     present = ds.graphs.present.numpy().astype(bool)
     assert (present == detected).all()
@@ -230,7 +233,7 @@ def test_graphs_and_teachers_do_not_depend_on_labels(adapter, image, patches, ca
                                    rtol=0, atol=0, equal_nan=True)
     assert [ds.labels for ds in runs] == [[0, 1], [2, 2], [-1, -1]]
     # An image's graphs do not depend on the other images in the call either.
-    _, rev = build(adapter, bank, images[::-1], [1, 0], cache)
+    _, rev, _ = build(adapter, bank, images[::-1], [1, 0], cache)
     assert torch.equal(rev.graphs.x.flip(0), runs[0].graphs.x)
     assert torch.equal(rev.graphs.pos.flip(0), runs[0].graphs.pos)
 
@@ -239,7 +242,7 @@ def test_every_class_graph_is_built_the_same_way(adapter, image, patches):
     """Two classes with the same concepts get the same graph (without Grad-CAM, nothing else differs)."""
     f = patches.features
     same = [f[1], f[6] + 0.01, f[10] + 50.0]
-    _, ds = build(adapter, make_bank(adapter, {"fire_engine": same, "school_bus": same}), [image])
+    _, ds, _ = build(adapter, make_bank(adapter, {"fire_engine": same, "school_bus": same}), [image])
     assert torch.equal(ds.graphs.x[0, 0], ds.graphs.x[0, 1])
     assert torch.equal(ds.graphs.pos[0, 0], ds.graphs.pos[0, 1])
     assert ds.graphs.present[0, 0].tolist() == [1.0, 1.0, 0.0]
@@ -255,7 +258,7 @@ def test_hungarian_resolves_conflicts_optimally(adapter, image, patches):
     c2 = f[p]                                        # rank 2: exactly p
     assert np.argmin(np.linalg.norm(f - c1, axis=1)) == p
     # Greedy in rank order would give c1 -> p and c2 -> its next best; the optimum is c1 -> q, c2 -> p.
-    builder, ds = build(adapter, make_bank(adapter, {"ambulance": [c1, c2]}, radius=1e6), [image], teacher=False)
+    _, ds, _ = build(adapter, make_bank(adapter, {"ambulance": [c1, c2]}, radius=1e6), [image], teacher=False)
     assert [matched_patch(ds, patches, 0, n) for n in range(2)] == [q, p]
 
     # Brute force on random centres (mixes of two patches each): the assignment's total is minimal.
@@ -264,13 +267,13 @@ def test_hungarian_resolves_conflicts_optimally(adapter, image, patches):
         pairs = [rng.choice(len(f), 2, replace=False) for _ in range(4)]
         mix = rng.uniform(0.3, 0.7, 4)
         centres = [t * f[a] + (1 - t) * f[b] for t, (a, b) in zip(mix, pairs)]
-        builder, ds = build(adapter, make_bank(adapter, {"ambulance": centres}, radius=1e6), [image], teacher=False)
+        _, ds, matches = build(adapter, make_bank(adapter, {"ambulance": centres}, radius=1e6), [image], teacher=False)
         chosen = [matched_patch(ds, patches, 0, n) for n in range(4)]
         assert len(set(chosen)) == 4
         cost = np.linalg.norm(np.stack(centres)[:, None].astype(np.float32) - f[None], axis=2)
         best = min(sum(cost[r, c] for r, c in enumerate(perm))
                    for perm in itertools.permutations(range(len(f)), 4))
-        total = float(builder.matches_.distance[0, 0].sum())
+        total = float(matches.distance[0, 0].sum())
         assert total == pytest.approx(best, rel=1e-5)
         assert total == pytest.approx(sum(cost[r, c] for r, c in enumerate(chosen)), rel=1e-5)
 
@@ -280,9 +283,9 @@ def test_more_concepts_than_candidate_patches(adapter, image, patches):
     f = patches.features
     n = len(f) + 2
     centres = [f[j % len(f)] for j in range(n)]
-    builder, ds = build(adapter, make_bank(adapter, {"ambulance": centres}, radius=1e6), [image], teacher=False)
+    _, ds, matches = build(adapter, make_bank(adapter, {"ambulance": centres}, radius=1e6), [image], teacher=False)
     assert int(ds.graphs.present.sum()) == len(f)
-    assert np.isnan(builder.matches_.distance[0, 0]).sum() == 2
+    assert np.isnan(matches.distance[0, 0]).sum() == 2
     used = {matched_patch(ds, patches, 0, k) for k in range(n) if ds.graphs.present[0, 0, k]}
     assert len(used) == len(f)
 
@@ -292,7 +295,7 @@ def test_teacher_logits_and_masked_teachers(adapter, image, patches):
     red, blue, green = patch_at(patches, RED), patch_at(patches, BLUE), green_patch(patches)
     bank = make_bank(adapter, {"school_bus": [f[red], f[blue] + 100.0],
                                "fire_engine": [f[blue], f[red], f[green]]})
-    builder, ds = build(adapter, bank, [image])
+    _, ds, _ = build(adapter, bank, [image])
     ids = [adapter.class_id(c) for c in ("school_bus", "fire_engine")]
     full = adapter.logits([image])[0, ids]
     torch.testing.assert_close(ds.teacher.logits[0], full, rtol=0, atol=1e-5)
@@ -332,7 +335,7 @@ def test_patch_cache_is_shared_with_discovery_and_reused(adapter, image, patches
     second = builder.transform([image])
     assert (builder.featurizer.hits, builder.featurizer.misses) == (2, 0)
     monkeypatch.undo()
-    _, uncached = build(adapter, bank, [image])
+    _, uncached, _ = build(adapter, bank, [image])
     for ds in (second, uncached):
         assert torch.equal(ds.graphs.x, first.graphs.x) and torch.equal(ds.graphs.pos, first.graphs.pos)
         torch.testing.assert_close(ds.teacher.logits, first.teacher.logits, rtol=0, atol=0)
@@ -341,13 +344,17 @@ def test_patch_cache_is_shared_with_discovery_and_reused(adapter, image, patches
 def test_matches_and_dataset_round_trip(adapter, image, patches, cache, tmp_path):
     f = patches.features
     bank = make_bank(adapter, {"ambulance": [f[2], f[4] + 100.0], "school_bus": [f[7], f[1]]})
-    builder, ds = build(adapter, bank, [image, scene(shift=20)], [0, 1], cache)
-    builder.matches_.save(tmp_path / "matches.safetensors")
+    builder, ds, matches = build(adapter, bank, [image, scene(shift=20)], [0, 1], cache)
+    # The matches are returned, never left behind on the builder; without asking only graphs come back.
+    assert not hasattr(builder, "matches_")
+    plain = builder.transform([image, scene(shift=20)], [0, 1])
+    assert isinstance(plain, GraphDataset) and torch.equal(plain.graphs.x, ds.graphs.x)
+    matches.save(tmp_path / "matches.safetensors")
     back = Matches.load(tmp_path / "matches.safetensors")
-    assert np.array_equal(back.bbox, builder.matches_.bbox)
-    assert np.array_equal(back.patch, builder.matches_.patch)
-    np.testing.assert_array_equal(back.distance, builder.matches_.distance)
-    np.testing.assert_array_equal(back.radius, builder.matches_.radius)
+    assert np.array_equal(back.bbox, matches.bbox)
+    assert np.array_equal(back.patch, matches.patch)
+    np.testing.assert_array_equal(back.distance, matches.distance)
+    np.testing.assert_array_equal(back.radius, matches.radius)
     save_graph_dataset(tmp_path, ds)
     loaded = load_graph_dataset(tmp_path, ["ambulance", "school_bus"])
     assert torch.equal(loaded.graphs.x, ds.graphs.x) and loaded.labels == [0, 1]
@@ -363,15 +370,20 @@ def test_bank_of_another_model_is_refused(adapter, patches):
         SCGBuilder(adapter, bank)
 
 
-def test_stored_match_config_reads_the_runs_settings(tmp_path):
-    from vrx.graphs.builder import stored_match_config
-    from vrx.graphs.scg import GRAPHS_DIR, GRAPHS_META
-    from vrx.store import write_json
+def test_match_config_from_graphs_metadata():
+    from vrx.graphs.builder import match_config_from_meta
 
-    assert stored_match_config(tmp_path) == MatchConfig(teacher=False)  # no graphs yet: the defaults
-    meta = tmp_path / GRAPHS_DIR / GRAPHS_META
-    write_json(meta, {"config": {"match": {"min_inside": 0.7, "teacher": True, "unknown": 1}}})
+    assert match_config_from_meta({}) == MatchConfig(teacher=False)  # no graphs yet: the defaults
+    meta = {"config": {"match": {"min_inside": 0.7, "teacher": True, "unknown": 1}}}
     # Graphs of a vrx before node_features carried the patch's own features.
-    assert stored_match_config(tmp_path) == MatchConfig(min_inside=0.7, teacher=False, node_features="patch")
-    write_json(meta, {"config": {"match": {"node_features": "context"}}})
-    assert stored_match_config(tmp_path).node_features == "context"
+    assert match_config_from_meta(meta) == MatchConfig(min_inside=0.7, teacher=False, node_features="patch")
+    assert match_config_from_meta({"config": {"match": {"node_features": "context"}}}).node_features == "context"
+
+
+def test_match_config_is_a_validated_settings_object():
+    cfg = MatchConfig(min_inside=0.7, node_features="patch")
+    assert MatchConfig.from_dict(cfg.to_dict()) == cfg
+    assert MatchConfig.from_dict({"radius_quantile": 0.8}) == MatchConfig(radius_quantile=0.8)
+    for bad in ({"min_inside": 1.5}, {"radius_quantile": -0.1}, {"use_gradcam": "yes"}, {"nodes": 1}):
+        with pytest.raises(ConfigError):
+            MatchConfig.from_dict(bad)

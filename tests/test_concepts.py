@@ -13,10 +13,12 @@ import pytest
 
 from vrx.concepts.bank import Concept, ConceptBank, Member
 from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, TCAVConfig
-from vrx.concepts.discover import discover
+from vrx.run import Run
+from vrx.stages import discover
 from vrx.concepts.extractor import ConceptExtractor, DiscoveryReport
 from vrx.data.images import load_image_folder
 from vrx.errors import ArtifactError, ConfigError, EmptyFolderError, InvalidImageError, UnknownClassError
+from vrx.runtime import DISCOVERY_THREADS, threads
 
 # The untrained network's Grad-CAM is fragmented, so no patch lies wholly inside it; 80% inside
 # keeps some.
@@ -33,7 +35,8 @@ def toy_images(toy_world):
 @pytest.fixture(scope="module")
 def discovered(toy_adapter, toy_images, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    bank, summary = discover(toy_adapter, toy_images, run, FAST, show_progress=False)
+    with threads(**DISCOVERY_THREADS):
+        bank, summary = discover(run, toy_adapter, toy_images, FAST, show_progress=False)
     return run, bank, summary
 
 
@@ -57,7 +60,7 @@ def test_discovery_writes_bank_galleries_summary_and_purity(discovered):
 
 def test_same_seed_same_result_and_nothing_recomputed(toy_adapter, toy_images, discovered):
     run, bank, _ = discovered
-    again, _ = discover(toy_adapter, toy_images, run, FAST, show_progress=False)
+    again, _ = discover(run, toy_adapter, toy_images, FAST, show_progress=False)
     assert again.candidates == bank.candidates
     for cls in bank.class_names:
         for a, b in zip(again[cls], bank[cls]):
@@ -116,7 +119,7 @@ def test_corrupt_bank_is_named(tmp_path):
 
 
 def test_bad_input_is_named(toy_adapter, toy_images, discovered):
-    ex = ConceptExtractor(toy_adapter, FAST, cache_dir=discovered[0] / "cache" / "patches", show_progress=False)
+    ex = ConceptExtractor(toy_adapter, FAST, cache_dir=Run(discovered[0]).patch_cache_dir, show_progress=False)
     cls = toy_images.classes[0]
     some, random = list(toy_images.paths[cls][:2]), list(toy_images.random_paths)
     with pytest.raises(UnknownClassError, match="zebra"):

@@ -65,10 +65,10 @@ def one_intra_op_thread():
     (each small conv's fork/join waits on a descheduled thread) and 10 s with one; the result is
     the same either way.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    from vrx.runtime import threads
+
+    with threads(torch_threads=1, blas_threads=1):  # one BLAS thread too, as discovery wants
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def discovery(effnet, photos, tmp_path_factory, one_intra_op_thread):
                 espresso: _save(_views(photos["coffee"], 4), root / "espresso", "coffee")}
     others = [photos["astronaut"], photos["rocket"], data.immunohistochemistry(), data.camera()]
     random = _save([v for im in others for v in _views(im, 2)], root / "random", "random")
-    bank = ConceptExtractor(effnet, TINY, show_progress=False).fit(by_class, random)
+    bank = ConceptExtractor(effnet, TINY, show_progress=False).fit(by_class, random).bank_
     return bank, by_class, random, root
 
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from vrx.errors import ArtifactError, InvalidImageError, VRXError
-from vrx.explain import SCHEMA_VERSION, ExplainError, explain_images, unique_stems
-from vrx.graphs.scg import load_graph_dataset
-from vrx.grn.model import load_grn
+from vrx.explain import SCHEMA_VERSION, ExplainError, RunExplainer, explain_images, unique_stems
+from vrx.run import Run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +28,7 @@ def explained(vrx_run, toy_world, tmp_path_factory):
     """Two stored images explained through the CLI, plus a copy of one under another folder (same stem)."""
     from vrx.cli import explain
 
-    ds = load_graph_dataset(vrx_run)
+    ds = Run(vrx_run).graphs()
     rows = [0, len(ds) - 1]                       # first and last image: two different classes
     images = [ds.image_paths[i] for i in rows]
     twin = tmp_path_factory.mktemp("twin") / images[0].split("/")[-1]
@@ -97,7 +96,7 @@ def test_json_schema_and_files(explained, vrx_run):
 def test_explanations_match_the_stored_graphs(explained, vrx_run):
     """Explaining an image file rebuilds exactly the graph and teacher logits RUN/graphs holds for it."""
     ds, rows, images, out = explained
-    grn = load_grn(vrx_run / "grn")
+    grn = Run(vrx_run).grn()
     stored = grn.predict(ds.graphs[rows])
     for k, (row, path) in enumerate(zip(rows, images)):
         d = json.loads((out / (path.split("/")[-1].rsplit(".", 1)[0] + ".json")).read_text())
@@ -139,6 +138,16 @@ def test_missing_grn_says_to_train_first(vrx_run, explained, tmp_path):
     with pytest.raises(VRXError, match="no images"):
         explain_images(vrx_run, [], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_explainer_takes_a_run_or_a_path(vrx_run):
+    ds = Run(vrx_run).graphs()
+    by_run, by_path = RunExplainer(Run(vrx_run)), RunExplainer(vrx_run)
+    assert by_run.run.path == by_path.run.path == vrx_run
+    items = [e.explain_graphs(ds.graphs[:2], ds.teacher.logits[:2], ds.image_ids[:2])
+             for e in (by_run, by_path)]
+    assert [i.to_json() for i in items[0]] == [i.to_json() for i in items[1]]
+    assert items[0][0].image == ds.image_ids[0] and items[0][0].explanation.why.sentence
 
 
 def test_unique_stems():

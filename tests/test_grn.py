@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from vrx.errors import ArtifactError, ConfigError
-from vrx.graphs.scg import DUMMY_EPS, SCGBatch, edge_position, save_graph_dataset
+from vrx.graphs.dataset import save_graph_dataset
+from vrx.graphs.scg import DUMMY_EPS, GraphShape, SCGBatch, edge_position
 from vrx.grn import (
     GRN,
+    DistillConfig,
     Distiller,
     GRNConfig,
     distill_loss,
@@ -22,16 +27,17 @@ from vrx.grn import (
     mask_augment,
     save_grn,
 )
-from vrx.grn.distill import torch_threads
 from vrx.grn.synthetic import presence_task, structure_task
+from vrx.runtime import threads
 
-SMALL = dict(hidden=(16, 16), edge_dim=6, input_proj=16, batch_size=32)
+SMALL = GRNConfig(hidden=(16, 16), edge_dim=6, input_proj=16)
+BATCH = 32
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     # Tiny tensors: one thread is fastest and keeps the 2-core machine free for others.
-    with torch_threads(1):
+    with threads(torch_threads=1):
         yield
 
 
@@ -45,8 +51,8 @@ def random_batch(b=4, k=3, n=4, d=10, seed=0) -> SCGBatch:
 
 
 def model_for(batch: SCGBatch, seed=0, **cfg) -> GRN:
-    config = GRNConfig(seed=seed, **{**SMALL, **cfg}).resolved(batch)
-    model = GRN(config, batch.class_names).eval()
+    config = dataclasses.replace(SMALL, **cfg)
+    model = GRN.for_graphs(batch, config, generator=torch.Generator().manual_seed(seed)).eval()
     with torch.no_grad():  # non-trivial dependency weights so that permuting them matters
         if model.dependency_logits is not None:
             model.dependency_logits.normal_(generator=torch.Generator().manual_seed(seed + 1))
@@ -197,26 +203,66 @@ def test_distill_loss_and_split():
         make_split(2, 0.5, 0.5)
 
 
+def test_grn_is_built_for_the_shape_of_the_data():
+    batch = random_batch(k=3, n=4, d=10)
+    model = GRN.for_graphs(batch, SMALL)
+    assert model.graph_shape == GraphShape(3, 4, 10) == batch.graph_shape
+    assert model.config == SMALL and model.class_names == batch.class_names
+    same = GRN(SMALL, GraphShape(3, 4, 10), batch.class_names)    # default generator: seed 0
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="class names"):
+        GRN(SMALL, GraphShape(3, 4, 10), ["a", "b"])
+    with pytest.raises(ConfigError, match="N >= 2"):
+        GRN(SMALL, GraphShape(3, 1, 10))
+    assert GRN(dataclasses.replace(SMALL, message_passing=False, use_edge_features=False),
+               GraphShape(3, 1, 10))(random_batch(n=1, d=10)).shape == (4, 3)
+
+
+def test_configs_are_frozen_validated_and_round_trip():
+    arch = GRNConfig(hidden=[8, 4], head_hidden=[6])
+    assert arch.hidden == (8, 4) and arch.head_hidden == (6,)
+    assert GRNConfig.from_dict(arch.to_dict()) == arch
+    assert DistillConfig.from_dict(DistillConfig(epochs=3).to_dict()) == DistillConfig(epochs=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        arch.edge_dim = 3  # type: ignore[misc]
+    for cls, bad in ((GRNConfig, {"hidden": []}), (GRNConfig, {"dependency": "relu"}),
+                     (GRNConfig, {"edge_dim": 0}), (GRNConfig, {"epochs": 3}),
+                     (DistillConfig, {"mask_prob": 1.5}), (DistillConfig, {"temperature": 0}),
+                     (DistillConfig, {"val_fraction": 0.5, "test_fraction": 0.5}),
+                     (DistillConfig, {"hidden": (8,)})):
+        with pytest.raises(ConfigError):
+            cls.from_dict(bad)
+    # The settings module and the package load no torch (the command line shows the defaults).
+    probe = "import sys, vrx.grn, vrx.grn.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_seeds_early_stopping_and_save_load(tmp_path):
     ds = presence_task(120, K=2, N=3, D=6, seed=1)
-    cfg = GRNConfig(epochs=4, patience=2, seed=7, **SMALL)
-    a, b = Distiller(cfg).fit(ds), Distiller(cfg).fit(ds)
-    c = Distiller(cfg.replace(seed=8)).fit(ds)
+    cfg = DistillConfig(epochs=4, patience=2, seed=7, batch_size=BATCH)
+    fitted = Distiller(SMALL, cfg)
+    assert fitted.fit(ds) is fitted                  # fit returns the estimator, the GRN is model_
+    a, b = fitted.model_, Distiller(SMALL, cfg).fit(ds).model_
+    c = Distiller(SMALL, dataclasses.replace(cfg, seed=8)).fit(ds).model_
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
     # Best weights are restored: the model's validation loss is the best one seen.
-    d = Distiller(cfg.replace(epochs=40, lr=0.05))
-    model = d.fit(ds)
+    d = Distiller(SMALL, dataclasses.replace(cfg, epochs=40, lr=0.05)).fit(ds)
+    model = d.model_
     val = ds.subset(d.split_.val)
     assert len(d.history_) <= 40 and d.best_epoch_ == min(d.history_, key=lambda h: h["val_loss"])["epoch"]
-    val_loss = distill_loss(model.predict(val.graphs), val.teacher.logits, d.config_.temperature)
+    val_loss = distill_loss(model.predict(val.graphs), val.teacher.logits, d.distill.temperature)
     assert abs(float(val_loss) - d.best_val_loss_) < 1e-6
     # Save / load gives identical outputs.
     save_grn(tmp_path / "grn", model)
-    back = load_grn(tmp_path)                     # the run folder works too
+    back = load_grn(tmp_path / "grn")
     assert torch.equal(back.predict(ds.graphs), model.predict(ds.graphs))
     assert back.class_names == ds.class_names and back.config == model.config
+    assert back.graph_shape == model.graph_shape == ds.graphs.graph_shape
+    with pytest.raises(ArtifactError, match="config.json"):
+        load_grn(tmp_path)                        # the run folder is no GRN folder
     meta = json.loads((tmp_path / "grn" / "config.json").read_text())
     meta["config"]["hidden"] = [8, 8]
     (tmp_path / "grn" / "config.json").write_text(json.dumps(meta))
@@ -226,26 +272,58 @@ def test_seeds_early_stopping_and_save_load(tmp_path):
         load_grn(tmp_path / "nowhere")
 
 
+def test_grn_folder_records_architecture_shape_classes_and_split(tmp_path):
+    ds = presence_task(60, K=2, N=3, D=5, seed=2)
+    distill = DistillConfig(epochs=3, batch_size=BATCH, seed=4)
+    d = Distiller(SMALL, distill).fit(ds)
+    assert d.save(tmp_path / "grn") == tmp_path / "grn"
+    meta = json.loads((tmp_path / "grn" / "config.json").read_text())
+    assert meta["format_version"] == 2
+    assert meta["config"] == SMALL.to_dict() and meta["distill"] == distill.to_dict()
+    assert meta["shape"] == {"num_classes": 2, "num_nodes": 3, "feature_dim": 5}
+    assert meta["class_names"] == ds.class_names and meta["split"] == d.split_.to_dict()
+    assert meta["best_epoch"] == d.best_epoch_ and len(meta["history"]) == len(d.history_)
+    # A version-1 folder (N, K, D and training settings in one config) is still read.
+    v1 = {**meta, "format_version": 1, "config": {**meta["config"], **meta["distill"], "N": 3, "K": 2, "D": 5}}
+    del v1["shape"], v1["distill"]
+    (tmp_path / "grn" / "config.json").write_text(json.dumps(v1))
+    old = load_grn(tmp_path / "grn")
+    assert old.config == SMALL and old.graph_shape == GraphShape(2, 3, 5)
+    assert torch.equal(old.predict(ds.graphs), d.model_.predict(ds.graphs))
+    (tmp_path / "grn" / "config.json").write_text(json.dumps({**meta, "format_version": 3}))
+    with pytest.raises(ArtifactError, match="format version"):
+        load_grn(tmp_path / "grn")
+    with pytest.raises(ConfigError, match="shape"):          # extra cannot overwrite what save_grn writes
+        save_grn(tmp_path / "other", d.model_, extra={"shape": 1, "split": {}})
+
+
+def test_training_leaves_the_thread_setting_alone():
+    ds = presence_task(40, K=2, N=3, D=4, seed=0)
+    with threads(torch_threads=2):
+        d = Distiller(SMALL, DistillConfig(epochs=1, batch_size=BATCH)).fit(ds)
+        evaluate(d.model_, ds)
+        assert torch.get_num_threads() == 2
+
+
 def test_presence_teacher_is_distilled_with_high_agreement():
     ds = presence_task(300, K=3, N=4, D=12, seed=0)
-    cfg = GRNConfig(epochs=40, patience=10, lr=1e-2, **SMALL)
-    d = Distiller(cfg)
-    model = d.fit(ds)
-    m = evaluate(model, ds, d.split_.test)
+    d = Distiller(SMALL, DistillConfig(epochs=40, patience=10, lr=1e-2, batch_size=BATCH)).fit(ds)
+    m = evaluate(d.model_, ds, d.split_.test)
     assert m["n_images"] == len(d.split_.test) == 45
     assert m["fidelity_top1"] >= 0.9 and m["fidelity_l1"] < 0.15
     assert m["masked_fidelity_top1"] >= 0.85 and m["masked_effect_corr"] > 0.8
     # An untrained GRN is far from the teacher: the metric can fail.
-    untrained = evaluate(GRN(d.config_, ds.class_names), ds, d.split_.test)
+    untrained = evaluate(GRN.for_graphs(ds.graphs, d.config), ds, d.split_.test)
     assert untrained["fidelity_l1"] > 3 * m["fidelity_l1"]
 
 
 def test_structure_task_needs_edge_features():
     ds = structure_task(300, N=3, D=6, seed=0)
-    cfg = GRNConfig(epochs=50, patience=12, lr=1e-2, **SMALL)
+    cfg = DistillConfig(epochs=50, patience=12, lr=1e-2, batch_size=BATCH)
     split = make_split(ds.image_ids, 0.15, 0.25, seed=0)
-    full = evaluate(Distiller(cfg).fit(ds, split), ds, split.test)
-    no_edges = evaluate(Distiller(cfg.replace(use_edge_features=False)).fit(ds, split), ds, split.test)
+    full = evaluate(Distiller(SMALL, cfg).fit(ds, split).model_, ds, split.test)
+    no_edges = evaluate(Distiller(dataclasses.replace(SMALL, use_edge_features=False), cfg).fit(ds, split).model_,
+                        ds, split.test)
     assert full["fidelity_top1"] >= 0.85
     assert full["fidelity_top1"] - no_edges["fidelity_top1"] >= 0.25
     assert no_edges["fidelity_l1"] > 2 * full["fidelity_l1"]
@@ -255,7 +333,7 @@ def test_train_cli_end_to_end(tmp_path, capsys):
     from vrx.cli import train
 
     ds = presence_task(60, K=2, N=3, D=5, seed=2)
-    save_graph_dataset(tmp_path, ds)
+    save_graph_dataset(tmp_path / "graphs", ds)
     parser = argparse.ArgumentParser(prog="vrx")
     train.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "--run", str(tmp_path), "--epochs", "3", "--hidden", "8,8",
@@ -273,13 +351,15 @@ def test_train_cli_end_to_end(tmp_path, capsys):
     assert "nodes_only" in capsys.readouterr().out
     # A missing graphs folder is a clear error, not a traceback.
     bad = parser.parse_args(["train", "--run", str(tmp_path / "empty"), "--no-ablations"])
-    with pytest.raises(ArtifactError, match="graphs.json"):
+    with pytest.raises(ArtifactError, match="graphs"):
         bad.func(bad)
 
 
 def test_fit_and_evaluate_reports_baseline_and_labels():
     ds = presence_task(90, K=3, N=3, D=5, seed=4)
-    _, m = fit_and_evaluate(ds, GRNConfig(epochs=2, **SMALL), ablations=False)
+    d, m = fit_and_evaluate(ds, SMALL, DistillConfig(epochs=2, batch_size=BATCH), ablations=False)
     assert m["ablations"] == {} and 0 <= m["baseline_top1"] <= 1
+    assert m["config"] == SMALL.to_dict() and m["distill"]["epochs"] == 2
+    assert m["shape"] == d.model_.graph_shape.to_dict() and m["epochs_run"] == len(d.history_)
     assert m["teacher_label_accuracy"] is not None and m["n_masked_test"] > 0
     json.dumps(m)                                   # JSON-ready (no NaN, no tensors)

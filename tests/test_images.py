@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vrx.data import ImageSet, load_image, load_image_folder, part_map_path
+from vrx.data import ImageSet, load_image, load_image_folder, part_map_path, part_map_reader
 from vrx.errors import ConfigError, EmptyFolderError, ImageTooLargeError, InvalidImageError
 
 
@@ -181,10 +181,12 @@ def test_folder_layout_and_companions(tmp_path):
     assert len(s) == 7 and len(s.random_paths) == 2 and s.random_dir == tmp_path / "random"
     assert part_map_path(s.paths["ambulance"][1]) == tmp_path / "ambulance" / "000001.parts.png"
     assert part_map_path(s.random_paths[0]) is None
-    images = s.load("ambulance")
+    images = [load_image(p) for p in s.paths["ambulance"]]
     assert len(images) == 3 and images[0].shape == (8, 12, 3)
     assert np.allclose(images[2], np.asarray(rgb_image(seed=2)) / 255.0)
-    assert len(s.load()) == 2  # the random images
+    assert len([load_image(p) for p in s.random_paths]) == 2  # the random images
+    parts = part_map_reader(s)
+    assert parts is None  # no toyworld.json: not a toyworld folder
     only = load_image_folder(tmp_path, ["fire_engine"], random_dir=tmp_path / "random")
     assert only.classes == ("fire_engine",)
 
@@ -222,12 +224,11 @@ def test_decode_errors_found_when_loading(tmp_path):
     make_layout(tmp_path)
     data = (tmp_path / "ambulance" / "000001.png").read_bytes()
     (tmp_path / "ambulance" / "000001.png").write_bytes(data[:60])  # header intact, pixels cut
-    s = load_image_folder(tmp_path)
-    with pytest.warns(UserWarning, match="000001.png: cannot read image"):
-        assert len(s.load("ambulance")) == 2
-    strict = load_image_folder(tmp_path, on_error="raise")
-    with pytest.raises(InvalidImageError, match="000001.png"):
-        strict.load("ambulance")
+    s = load_image_folder(tmp_path)  # the header is fine, so the folder scan keeps the file
+    assert len(s.paths["ambulance"]) == 3
+    with pytest.raises(InvalidImageError, match="000001.png: cannot read image"):
+        load_image(s.paths["ambulance"][1])
+    assert [load_image(p).shape for p in s.paths["ambulance"][::2]] == [(8, 12, 3)] * 2
 
 
 def test_folder_errors(tmp_path):
@@ -245,4 +246,4 @@ def test_folder_errors(tmp_path):
         load_image_folder(tmp_path, ["ambulance"], random_dir=tmp_path / "nowhere")
     s = load_image_folder(tmp_path, ["ambulance"])
     with pytest.raises(EmptyFolderError, match="no class 'fire_engine'"):
-        s.load("fire_engine")
+        s.class_index("fire_engine")

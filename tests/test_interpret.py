@@ -11,7 +11,8 @@ import torch
 from vrx.concepts.bank import Concept, ConceptBank
 from vrx.errors import InvalidImageError, UnknownClassError
 from vrx.graphs.scg import SCGBatch, edge_position
-from vrx.grn.model import GRN, GRNConfig
+from vrx.grn.config import GRNConfig
+from vrx.grn.model import GRN
 from vrx.grn.synthetic import presence_task
 from vrx.interpret import (
     ClassExplanation, EdgeContribution, Explanation, Interpreter, NodeContribution, check_completeness,
@@ -28,8 +29,8 @@ def graphs() -> SCGBatch:
 
 def make_grn(graphs: SCGBatch, seed: int = 0, **changes) -> GRN:
     """A small GRN with random (not uniform) dependencies, so edges and nodes all differ."""
-    cfg = GRNConfig(input_proj=12, hidden=(12, 12), edge_dim=4, **changes).resolved(graphs)
-    grn = GRN(cfg, graphs.class_names, generator=torch.Generator().manual_seed(seed))
+    cfg = GRNConfig(input_proj=12, hidden=(12, 12), edge_dim=4, **changes)
+    grn = GRN.for_graphs(graphs, cfg, generator=torch.Generator().manual_seed(seed))
     if grn.dependency_logits is not None:
         with torch.no_grad():
             grn.dependency_logits.normal_(generator=torch.Generator().manual_seed(seed + 1))
@@ -47,7 +48,7 @@ def test_contributions_add_up_to_each_output_with_linear_head(graphs):
     assert (total - expected).abs().max() < 1e-5
     assert con.residual.abs().max() < 1e-5
     # The same through the per-image Explanation objects, and s_k is the sum of graph k's parts.
-    for expl in interp.explain_batch(graphs):
+    for expl in interp.explain(graphs):
         assert expl.exact and check_completeness(expl) < 1e-5
         for ce in expl.classes.values():
             for g in expl.class_names:
@@ -72,7 +73,8 @@ def test_sign_convention_with_a_hand_set_head(graphs):
             # y_0 = sign * (sum of the embedding of node n of graph k): a node that raises y_0.
             sl = lay.node_slice(n)
             head.weight[0, k * size + sl.start: k * size + sl.stop] = sign
-        ce = Interpreter(grn).explain(one).classes[one.class_names[0]]
+        [expl] = Interpreter(grn).explain(one)
+        ce = expl.classes[one.class_names[0]]
         node = ce.node(one.class_names[k], n + 1)
         emb_sum = float(grn.embed(one).detach()[0, k, sl].sum())
         assert emb_sum > 0
@@ -110,7 +112,7 @@ def test_removing_a_positive_contribution_lowers_the_output(graphs):
 
 def test_absent_nodes_marked_absent_and_their_edges_contribute_zero(graphs):
     grn = make_grn(graphs, seed=2)
-    expls = Interpreter(grn).explain_batch(graphs)
+    expls = Interpreter(grn).explain(graphs)
     constants: dict[tuple, set] = {}
     seen_absent = 0
     for b, expl in enumerate(expls):
@@ -138,7 +140,7 @@ def test_why_not_margins_and_explicit_target(graphs):
     grn = make_grn(graphs, seed=5)
     interp = Interpreter(grn)
     one = graphs[2]
-    expl = interp.explain(one, target="class1")
+    [expl] = interp.explain(one, target="class1")
     assert expl.target == "class1" and expl.why.kind == "why" and expl.why.margin is None
     assert expl.predicted == graphs.class_names[int(grn.predict(one)[0].argmax())]
     for ce in expl.why_not:
@@ -150,7 +152,9 @@ def test_why_not_margins_and_explicit_target(graphs):
         for n in ce.nodes:
             want = expl.why.node(n.class_graph, n.concept).contribution - n.contribution
             assert n.margin_contribution == pytest.approx(want, abs=1e-6)
-    assert interp.explain(one, target=1).target == "class1"
+    assert interp.explain(one, target=1)[0].target == "class1"
+    assert [e.target for e in interp.explain(graphs[:3], target=["class2", 0, "class1"])] == \
+        ["class2", "class0", "class1"]
     with pytest.raises(UnknownClassError, match="nope"):
         interp.explain(one, target="nope")
 
@@ -161,7 +165,9 @@ def test_batch_explanations_match_single_images(graphs):
     many = interp.explain(graphs[:7], image_ids=[f"im{i}" for i in range(7)])
     assert isinstance(many, list) and len(many) == 7
     for i in (0, 6):
-        single = interp.explain(graphs[i])
+        explained = interp.explain(graphs[i])        # a list for one image too: one return type
+        assert isinstance(explained, list) and len(explained) == 1
+        single = explained[0]
         assert isinstance(single, Explanation) and many[i].image_id == f"im{i}"
         a, b = many[i].why, single.why
         assert a.class_name == b.class_name
@@ -169,7 +175,7 @@ def test_batch_explanations_match_single_images(graphs):
 
 
 def test_json_round_trip(graphs):
-    expl = Interpreter(make_grn(graphs)).explain(graphs[0], image_ids=["img0"])
+    [expl] = Interpreter(make_grn(graphs)).explain(graphs[0], image_ids=["img0"])
     text = json.dumps(expl.to_dict())
     d = json.loads(text)
     assert {"predicted", "target", "scores", "classes", "exact", "class_names"} <= set(d)
@@ -183,7 +189,7 @@ def test_json_round_trip(graphs):
 
 def test_mlp_head_contributions_without_completeness(graphs):
     grn = make_grn(graphs, head_hidden=(16,))
-    expl = Interpreter(grn).explain(graphs[0])
+    [expl] = Interpreter(grn).explain(graphs[0])
     assert not expl.exact and expl.why.bias is None
     vals = [n.contribution for n in expl.why.nodes] + [e.contribution for e in expl.why.edges]
     assert all(np.isfinite(vals)) and max(abs(v) for v in vals) > 0
@@ -195,7 +201,7 @@ def test_mlp_head_contributions_without_completeness(graphs):
 
 def test_no_edge_features_gives_no_edges(graphs):
     grn = make_grn(graphs, use_edge_features=False)
-    expl = Interpreter(grn).explain(graphs[0])
+    [expl] = Interpreter(grn).explain(graphs[0])
     assert all(not ce.edges for ce in expl.classes.values())
     assert check_completeness(expl) < 1e-5
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from skimage import data, transform
 from skimage.segmentation import slic
 
-from vrx.concepts import segmentation
+from vrx.concepts import fastpaths
 from vrx.concepts.patches import _plan, crop_patch, extract_patches, resize_bands, resize_matrix, resize_patch
 from vrx.concepts.segmentation import Segment, SegmentationConfig, segment_image, slic_labels
 
@@ -45,7 +45,7 @@ def _plain(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarray]:
 
 
 def test_shared_preprocessing_is_in_use_and_equals_plain_slic(images):
-    assert segmentation._shared_slic_matches()  # else the comparison below would test plain slic twice
+    assert fastpaths.shared_slic_matches()  # else the comparison below would test plain slic twice
     for config in CONFIGS:
         for image in images:
             for got, want in zip(slic_labels(image, config), _plain(image, config), strict=True):
@@ -55,7 +55,7 @@ def test_shared_preprocessing_is_in_use_and_equals_plain_slic(images):
 
 def test_plain_slic_fallback_gives_the_same_segments(images, monkeypatch):
     fast = segment_image(images[0])
-    monkeypatch.setattr(segmentation, "_shared_slic_matches", lambda: False)
+    monkeypatch.setattr(fastpaths, "shared_slic_matches", lambda: False)
     plain = segment_image(images[0])
     assert [(s.resolution, s.label, s.bbox) for s in fast] == [(s.resolution, s.label, s.bbox) for s in plain]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import json
 import os
 import re
@@ -41,6 +42,33 @@ def _expected_samples(vrx_run) -> int:
     return min(N_SAMPLES, len(split["test"]))
 
 
+def _check_samples(text: str, vrx_run) -> None:
+    """The explanations section (as text) counts the test images right and wrong, and shows about
+    half of the samples from each group, every card in its own group, or says there is none."""
+    n_test = len(json.loads((vrx_run / "grn" / "config.json").read_text())["split"]["test"])
+    m = re.search(r"Images of the test split: (\d+); the GRN and the classifier are both right on (\d+) "
+                  r"and at least one is wrong on (\d+)\.", " ".join(text.split()))
+    assert m, text[:400]
+    n, n_right, n_wrong = (int(v) for v in m.groups())
+    assert n == n_test and n_right + n_wrong == n
+    head, wrong = text.split("Where the classifier is wrong or the GRN disagrees with it")
+    right = head.split("Where the GRN and the classifier are right")[1]
+    shown_wrong = min(n_wrong, N_SAMPLES // 2)
+    shown_right = min(n_right, N_SAMPLES - shown_wrong)
+    shown_wrong = min(n_wrong, N_SAMPLES - shown_right)
+    right_cards, wrong_cards = right.split("true class:")[1:], wrong.split("true class:")[1:]
+    assert (len(right_cards), len(wrong_cards)) == (shown_right, shown_wrong)
+    assert shown_right + shown_wrong == _expected_samples(vrx_run)
+    for card in right_cards:
+        assert "classifier right" in card and "GRN agrees with the classifier" in card, card
+        assert "why " in card and "why not " in card          # the why and why-not sentences
+    for card in wrong_cards:
+        assert "classifier wrong" in card or "GRN disagrees with the classifier" in card, card
+        assert "why " in card and "why not " in card
+    for group, available in ((right, n_right), (wrong, n_wrong)):
+        assert ("There is no such image in this split." in group) == (available == 0)
+
+
 def test_report_is_self_contained_with_every_section(report, vrx_run):
     path, page = report
     assert path.stat().st_size > 10_000
@@ -62,6 +90,8 @@ def test_report_is_self_contained_with_every_section(report, vrx_run):
             assert f"<td class=l>{cls}/{c['rank']}</td>" in page
     metrics = json.loads((vrx_run / "grn" / "metrics.json").read_text())
     assert f"{metrics['fidelity_top1']:.3f}" in page
+    section = page.split('<section id="explanations">', 1)[1]
+    _check_samples(html.unescape(re.sub(r"<[^>]+>", " ", section)), vrx_run)
     for name in ABLATIONS:
         assert f"<td class=l>{name}</td>" in page
 
@@ -108,7 +138,7 @@ def test_report_in_headless_chromium(playwright_api, report, vrx_run):
             assert f"No significant concept was found for {cls}" in classes
     assert fidelity is not None and "full GRN" in fidelity and all(a in fidelity for a in ABLATIONS)
     assert explanations is not None and "why " in explanations
-    assert ("There is no such image" in explanations) or ("classifier right" in explanations)
+    _check_samples(explanations, vrx_run)
     assert sum(f"explanation of {c}/" in " ".join(i["alt"] for i in images) for c in bank["classes"]) >= 1
 
 

@@ -1,4 +1,4 @@
-"""The SCG data type: edges, PyG export, masking, and the run-folder graph dataset."""
+"""The SCG data type: shape, edges, PyG export, masking, and the graph dataset and its folder."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import math
 import pytest
 import torch
 
-from vrx.errors import ArtifactError, VRXError
+from vrx.errors import ArtifactError, ConfigError, VRXError
+from vrx.graphs.dataset import GraphDataset, load_graph_dataset, save_graph_dataset
 from vrx.graphs.scg import (
     DUMMY_EPS,
-    GraphDataset,
+    GraphShape,
     SCGBatch,
     SCGShapeError,
-    Teacher,
     edge_index,
     edge_position,
-    load_graph_dataset,
-    save_graph_dataset,
 )
+from vrx.graphs.teacher import Teacher
 from vrx.store import read_json, write_json
 
 
@@ -118,11 +117,21 @@ def test_scgbatch_save_load(tmp_path):
     assert back.class_names == ["cat", "dog"]
 
 
+def test_graph_shape_of_a_batch():
+    b = three_node_batch()
+    assert b.graph_shape == GraphShape(num_classes=2, num_nodes=3, feature_dim=4)
+    assert GraphShape.from_dict(b.graph_shape.to_dict()) == b.graph_shape
+    for bad in ({"num_classes": 0, "num_nodes": 3, "feature_dim": 4}, {"num_classes": 2, "num_nodes": 3}):
+        with pytest.raises(ConfigError):
+            GraphShape.from_dict(bad)
+
+
 def test_graph_dataset_round_trip(tmp_path):
     ds = small_dataset()
-    save_graph_dataset(tmp_path, ds)
+    # The dataset is written into the folder it is given, nothing is appended to it.
+    assert save_graph_dataset(tmp_path / "graphs", ds) == tmp_path / "graphs"
     assert (tmp_path / "graphs" / "graphs.safetensors").exists()
-    back = load_graph_dataset(tmp_path, class_names=["c0", "c1"])
+    back = load_graph_dataset(tmp_path / "graphs", class_names=["c0", "c1"])
     assert torch.equal(back.graphs.x, ds.graphs.x)
     assert torch.equal(back.teacher.logits, ds.teacher.logits)
     # NaN marks undetected concepts in the masked logits and must survive the round trip.
@@ -136,20 +145,26 @@ def test_graph_dataset_round_trip(tmp_path):
 
 
 def test_graph_dataset_errors_name_the_file(tmp_path):
+    folder = tmp_path / "graphs"
     with pytest.raises(ArtifactError, match="graphs.json"):
-        load_graph_dataset(tmp_path)
-    save_graph_dataset(tmp_path, small_dataset())
+        load_graph_dataset(folder)
+    save_graph_dataset(folder, small_dataset())
+    with pytest.raises(ArtifactError, match="graphs.json"):
+        load_graph_dataset(tmp_path)                 # the folder above is no graph dataset
     with pytest.raises(ArtifactError, match="class list"):
-        load_graph_dataset(tmp_path, class_names=["c1", "c0"])
-    meta_path = tmp_path / "graphs" / "graphs.json"
+        load_graph_dataset(folder, class_names=["c1", "c0"])
+    meta_path = folder / "graphs.json"
     meta = read_json(meta_path)
     write_json(meta_path, {**meta, "N": 7})
     with pytest.raises(ArtifactError, match="graphs.safetensors"):
-        load_graph_dataset(tmp_path)
+        load_graph_dataset(folder)
     write_json(meta_path, {**meta, "labels": meta["labels"][:-1]})
     with pytest.raises(ArtifactError, match="labels"):
-        load_graph_dataset(tmp_path)
+        load_graph_dataset(folder)
+    write_json(meta_path, {**meta, "format_version": 99})
+    with pytest.raises(ArtifactError, match="format_version"):
+        load_graph_dataset(folder)
     write_json(meta_path, meta)
-    (tmp_path / "graphs" / "graphs.safetensors").write_bytes(b"not a safetensors file")
+    (folder / "graphs.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ArtifactError, match="graphs.safetensors"):
-        load_graph_dataset(tmp_path)
+        load_graph_dataset(folder)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data, transform
 
-from vrx.concepts.patches import crop_patch, extract_patches, one_thread, resize_matrix
+from vrx.concepts.patches import crop_patch, extract_patches, resize_matrix
 from vrx.concepts.segmentation import Segment, SegmentationConfig, segment_image, slic_labels
 from vrx.errors import ConfigError, InvalidImageError
 
@@ -270,12 +270,17 @@ def test_patch_errors(chelsea):
         extract_patches(chelsea, [s, bad], FILL, (8, 8))
 
 
-def test_resize_matrix_rows_sum_to_one_and_thread_count_restored():
+def test_resize_matrix_rows_sum_to_one_and_thread_count_untouched(chelsea, monkeypatch):
     for n_in, n_out in [(7, 224), (300, 224), (224, 224)]:
         w = resize_matrix(n_in, n_out)
         assert w.shape == (n_out, n_in)
         torch.testing.assert_close(w.sum(1), torch.ones(n_out), atol=1e-6, rtol=0)
+    # Thread counts are process-wide: patching leaves them to the caller (vrx.runtime.threads).
     before = torch.get_num_threads()
-    with one_thread():
-        assert torch.get_num_threads() == 1
+
+    def refuse(_n: int) -> None:
+        raise AssertionError("extract_patches changed torch's thread count")
+
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    extract_patches(chelsea, segment_image(chelsea), FILL, (24, 24))
     assert torch.get_num_threads() == before

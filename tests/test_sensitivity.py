@@ -111,6 +111,8 @@ def test_config_is_checked():
         SensitivityConfig(min_share=0.0)
     with pytest.raises(ConfigError, match="pick"):
         SensitivityConfig(pick="best")
+    config = SensitivityConfig(pick="rank", gap=3)
+    assert SensitivityConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 # ------------------------------------------------------------------------------- on a tiny run
@@ -146,7 +148,7 @@ def _check_result(result: SensitivityResult, images, kind):
 
 
 def test_structural_records_and_the_edit_they_describe(experiment, images):
-    result = experiment.run(images, "structural", limit=None, num_threads=1)
+    result = experiment.run(images, "structural", limit=None)
     _check_result(result, images, "structural")
     for r in result.records:
         assert r.detail["direction"] in ("up", "down")
@@ -160,9 +162,8 @@ def test_structural_records_and_the_edit_they_describe(experiment, images):
 
 
 def test_any_sign_adds_exactly_the_images_without_positive_credit(vrx_run, experiment, images):
-    strict = experiment.run(images, "structural", num_threads=1)
-    loose = SensitivityExperiment(vrx_run, SensitivityConfig(positive_only=False)).run(
-        images, "structural", num_threads=1)
+    strict = experiment.run(images, "structural")
+    loose = SensitivityExperiment(vrx_run, SensitivityConfig(positive_only=False)).run(images, "structural")
     by_image = {r.image: r for r in loose.records}
     # Where the best concept has positive credit both pick it; elsewhere only any-sign measures.
     assert {r.image: r for r in strict.records} == {i: r for i, r in by_image.items() if r.before > 1e-6}
@@ -172,7 +173,7 @@ def test_any_sign_adds_exactly_the_images_without_positive_credit(vrx_run, exper
 
 
 def test_visual_records_json_round_trip(experiment, images, tmp_path):
-    result = experiment.run(images, "visual", num_threads=1)
+    result = experiment.run(images, "visual")
     _check_result(result, images, "visual")
     for r in result.records:
         scene = load_scene(r.image[:-len(".png")] + ".json")

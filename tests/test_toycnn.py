@@ -95,7 +95,9 @@ def test_split_is_stratified_and_seeded():
 def test_tiny_training_run(tmp_path):
     render_dataset(tmp_path / "data", 6, seed=0, n_random=0)
     kwargs = dict(epochs=1, seed=4, batch_size=6, val_fraction=0.17, test_fraction=0.17, progress=False)
+    threads = torch.get_num_threads()
     m = train_toy(tmp_path / "data", tmp_path / "m1", **kwargs)
+    assert torch.get_num_threads() == threads == m["torch_threads"]  # training leaves them alone
     on_disk = json.loads((tmp_path / "m1" / "metrics.json").read_text())
     for key in ("val_accuracy", "test_accuracy", "n_train", "n_val", "n_test", "epochs", "seconds",
                 "class_names"):

@@ -217,6 +217,15 @@ def test_render_dataset_layout(tmp_path):
     assert classes == ["ambulance", "taxi"] and len(items) == 4
     with pytest.raises(EmptyFolderError):
         list_images(tmp_path / "nothing")
+    # The one part-map reader of an image set (what purity uses) reads the same maps.
+    from vrx.data.images import load_image_folder, part_map_reader
+
+    reader = part_map_reader(load_image_folder(out))
+    assert reader is not None and reader.part_names == PART_TYPES
+    first = out / "ambulance" / "000000.png"
+    assert np.array_equal(reader(first), load_part_map(first)) and reader(out / "x.png") is None
+    with pytest.raises(ArtifactError, match="missing part map"):
+        load_part_map(out / "ambulance" / "000099.png")
 
 
 def test_cli_render(tmp_path, capsys):

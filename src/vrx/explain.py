@@ -1,9 +1,10 @@
 """Explain images with a finished run: per image a JSON record and a PNG figure (``vrx explain``).
 
-A :class:`RunExplainer` loads what a run folder holds once (classifier, concept bank, GRN, concept
-names) and turns images, or graphs already built, into :class:`ImageExplanation` records: the
-classifier's and the GRN's predictions, and per class of interest its score, the contributions of
-its own concepts and relations, and the why / why-not sentence. The HTML report reuses it.
+A :class:`RunExplainer` loads what a run folder (a :class:`~vrx.run.Run`) holds once (classifier,
+concept bank, GRN, concept names) and turns images, or graphs already built, into
+:class:`ImageExplanation` records: the classifier's and the GRN's predictions, and per class of
+interest its score, the contributions of its own concepts and relations, and the why / why-not
+sentence. The HTML report reuses it.
 
 Padding: a class with fewer concepts than the bank's N still has N nodes in its graph (dummies,
 see ``vrx.graphs.scg``). Those slots are no concepts, so they are left out of the nodes, edges,
@@ -25,19 +26,18 @@ import numpy as np
 import torch
 
 from .concepts.bank import ConceptBank
-from .concepts.discover import concepts_dir
-from .errors import ArtifactError, InvalidImageError
+from .errors import InvalidImageError
 from .graphs.scg import SCGBatch
-from .grn.model import CONFIG_FILE, GRN, GRN_DIR, MODEL_FILE, load_grn
 from .interpret import Explanation, Interpreter, add_sentences, draw_explanation, names_from_purity
 from .progress import progress
-from .store import read_json, write_json
+from .run import Run
+from .store import write_json
 
 log = logging.getLogger(__name__)
 
 #: Version of the JSON written per image; raise it when a key changes meaning or disappears.
 SCHEMA_VERSION = 1
-DEFAULT_MAX_EDGES = 6
+from .defaults import DEFAULT_MAX_EDGES  # noqa: E402  (shared with the CLI)
 #: A concept is named after its dominant ground-truth part only when that part covers at least
 #: this share of its members' pixels (purity.json, toyworld); below it the name would mislead.
 NAME_MIN_PURITY = 0.5
@@ -143,45 +143,21 @@ def drop_padding(expl: Explanation, n_concepts: Mapping[str, int]) -> Explanatio
     return dataclasses.replace(expl, classes=classes)
 
 
-def concept_names_of(run: str | os.PathLike, bank: ConceptBank) -> dict[tuple[str, int], str]:
-    """(class, rank) -> part name from ``RUN/concepts/purity.json`` when it exists (toyworld), else {}."""
-    path = concepts_dir(run) / "purity.json"
-    if not path.exists():
-        return {}
-    purity = read_json(path)
-    variant = "gradcam" if (bank.config.get("gradcam") or {}).get("enabled", True) else "no_gradcam"
-    chosen = purity.get(variant) or next(iter(purity.values()), None)
-    if not isinstance(chosen, dict):
-        return {}
-    return names_from_purity(chosen, min_purity=NAME_MIN_PURITY)
-
-
-def require_grn(run: str | os.PathLike) -> Path:
-    """``RUN/grn``, or ArtifactError saying to run ``vrx train`` first."""
-    folder = Path(run) / GRN_DIR
-    if not (folder / CONFIG_FILE).exists() or not (folder / MODEL_FILE).exists():
-        raise ArtifactError(f"{folder}: no trained GRN in this run; run `vrx train --run {run}` first")
-    return folder
+def concept_names_of(run: Run, bank: ConceptBank) -> dict[tuple[str, int], str]:
+    """(class, rank) -> part name from the run's concept purity when it has one (toyworld), else {}."""
+    purity = run.bank_purity(bank)
+    return {} if purity is None else names_from_purity(purity, min_purity=NAME_MIN_PURITY)
 
 
 class RunExplainer:
     """Everything a run needs to explain images, loaded once (the classifier only when first needed)."""
 
-    def __init__(self, run: str | os.PathLike, *, max_edges: int = DEFAULT_MAX_EDGES,
+    def __init__(self, run: Run | str | os.PathLike, *, max_edges: int = DEFAULT_MAX_EDGES,
                  show_progress: bool | None = None):
-        self.run = Path(run)
+        self.run = run if isinstance(run, Run) else Run(run)
         self.max_edges = int(max_edges)
         self.show_progress = show_progress
-        grn_dir = require_grn(self.run)
-        bank_dir = concepts_dir(self.run)
-        if not (bank_dir / "bank.json").exists():
-            raise ArtifactError(f"{bank_dir / 'bank.json'}: missing; run `vrx discover --out {self.run}` first")
-        self.bank = ConceptBank.load(bank_dir)
-        self.grn: GRN = load_grn(grn_dir)
-        if list(self.grn.class_names or []) != self.bank.class_names:
-            raise ArtifactError(f"{grn_dir}: the GRN was trained on classes {self.grn.class_names}, the "
-                                f"concept bank has {self.bank.class_names}; run `vrx graphs` and "
-                                "`vrx train` again")
+        self.bank, self.grn = self.run.bank_and_grn()
         self.class_names = self.bank.class_names
         self.n_concepts = {c: len(self.bank[c]) for c in self.class_names}
         self.concept_names = concept_names_of(self.run, self.bank)
@@ -189,18 +165,16 @@ class RunExplainer:
 
     @cached_property
     def adapter(self):
-        """The run's classifier (from ``RUN/run.json``)."""
-        from .cli._common import adapter_from_run
-
-        return adapter_from_run(self.run)
+        """The run's classifier (as its manifest says)."""
+        return self.run.adapter()
 
     @cached_property
     def builder(self):
         """An SCGBuilder with the run's matching settings and patch cache (no teacher logits)."""
-        from .graphs.builder import SCGBuilder, stored_match_config
+        from .graphs.builder import SCGBuilder
 
-        return SCGBuilder(self.adapter, self.bank, stored_match_config(self.run),
-                          cache_dir=self.run / "cache" / "patches", show_progress=False)
+        return SCGBuilder(self.adapter, self.bank, self.run.match_config(),
+                          cache_dir=self.run.patch_cache_dir, show_progress=False)
 
     # ------------------------------------------------------------------ explaining
     def explain_graphs(self, graphs: SCGBatch, classifier_logits: torch.Tensor, image_ids: Sequence[str],
@@ -209,7 +183,7 @@ class RunExplainer:
         if len(graphs) == 0:
             return []
         out = []
-        for i, expl in enumerate(self.interpreter.explain_batch(graphs, image_ids=[str(v) for v in image_ids])):
+        for i, expl in enumerate(self.interpreter.explain(graphs, image_ids=[str(v) for v in image_ids])):
             expl = add_sentences(drop_padding(expl, self.n_concepts), self.concept_names)
             logits = {c: float(v) for c, v in zip(self.class_names, classifier_logits[i].tolist())}
             out.append(ImageExplanation(str(image_ids[i]), expl, logits, dict(self.n_concepts),
@@ -218,7 +192,7 @@ class RunExplainer:
 
     def explain_image(self, image: np.ndarray, image_id: str) -> ImageExplanation:
         """Build the image's graphs, run the classifier and explain (InvalidImageError for a bad image)."""
-        from .models.adapter import to_tensor
+        from .models import to_tensor
 
         adapter = self.adapter
         graphs = self.builder.transform([image]).graphs
@@ -263,8 +237,8 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def explain_images(run: str | os.PathLike, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                   *, max_edges: int = DEFAULT_MAX_EDGES, show_progress: bool | None = None) -> list[Path]:
+def explain_images(run: Run | str | os.PathLike, images: Sequence[str | os.PathLike],
+                   out_dir: str | os.PathLike, *, max_edges: int = DEFAULT_MAX_EDGES, show_progress: bool | None = None) -> list[Path]:
     """Explain image files with a finished run: ``<name>.json`` and ``<name>.png`` per image in ``out_dir``.
 
     Returns the written paths (json, png per image, in order). Images that cannot be read are

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import math
 import os
@@ -20,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from .concepts.bank import ConceptBank
-from .concepts.discover import concepts_dir
 from .errors import ArtifactError, ConfigError, InvalidImageError
 from .explain import ImageExplanation, RunExplainer
-from .grn.model import CONFIG_FILE, GRN_DIR
-from .store import read_json, write_bytes
+from .interpret import figure_png
+from .run import Run
+from .store import write_bytes
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
-DEFAULT_SAMPLES = 6
+from .defaults import DEFAULT_SAMPLES  # noqa: E402  (shared with the CLI)
 FIGURE_DPI = 80   # figures are ~1000 px wide at this resolution: sharp enough, a few 100 kB each
 
 _CSS = """
@@ -82,17 +80,15 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) ->
 
 
 # ---------------------------------------------------------------------------------------- classes
-def _purity_rows(run: Path, bank: ConceptBank) -> dict[str, dict[int, dict[str, Any]]] | None:
-    path = concepts_dir(run) / "purity.json"
-    if not path.exists():
+def _purity_rows(run: Run, bank: ConceptBank) -> dict[str, dict[int, dict[str, Any]]] | None:
+    """class -> rank -> purity row of the bank's own purity variant; None when the run has no purity."""
+    if not run.purity_path.exists():
         return None
-    purity = read_json(path)
-    variant = "gradcam" if (bank.config.get("gradcam") or {}).get("enabled", True) else "no_gradcam"
-    chosen = purity.get(variant) or next(iter(purity.values()), {})
+    chosen = run.bank_purity(bank) or {}
     return {cls: {int(r["rank"]): r for r in rows} for cls, rows in (chosen.get("classes") or {}).items()}
 
 
-def classes_section(run: Path, bank: ConceptBank) -> str:
+def classes_section(run: Run, bank: ConceptBank) -> str:
     """``#classes``: per class its concept gallery and a table of its concepts."""
     purity = _purity_rows(run, bank)
     parts = ['<section id="classes"><h2>Classes and their concepts</h2>',
@@ -119,7 +115,7 @@ def classes_section(run: Path, bank: ConceptBank) -> str:
             rows.append(row)
         if rows:
             parts.append(_table(head, rows))
-        gallery = concepts_dir(run) / cls / "gallery.png"
+        gallery = run.gallery_path(cls)
         if gallery.exists():
             parts.append(_img(gallery.read_bytes(), f"concept gallery of {cls}", "gallery"))
         else:
@@ -135,15 +131,14 @@ _FID_COLUMNS = [("fidelity_top1", "top-1 agreement"), ("fidelity_l1", "L1 (softm
                 ("masked_effect_corr", "masked effect corr.")]
 
 
-def fidelity_section(run: Path) -> str:
+def fidelity_section(run: Run) -> str:
     """``#fidelity``: the held-out fidelity table of the GRN and every ablation (grn/metrics.json)."""
-    path = run / GRN_DIR / "metrics.json"
+    m = run.grn_metrics()
     parts = ['<section id="fidelity"><h2>Fidelity of the GRN</h2>']
-    if not path.exists():
-        parts.append(f'<p class="note">No GRN metrics ({_e(path)} is missing): run '
-                     f"<code>vrx train --run {_e(run)}</code> first.</p></section>")
+    if m is None:
+        parts.append(f'<p class="note">No GRN metrics ({_e(run.grn_metrics_path)} is missing): run '
+                     f"<code>vrx train --run {_e(run.path)}</code> first.</p></section>")
         return "".join(parts)
-    m = read_json(path)
     parts.append(
         f'<p class="meta">How closely the GRN imitates the classifier on {_e(m.get("n_test", "?"))} held-out '
         f'test images (train {_e(m.get("n_train", "?"))}, validation {_e(m.get("n_val", "?"))}): top-1 '
@@ -216,10 +211,7 @@ def _sample_card(explainer: RunExplainer, item: ImageExplanation, path: str | No
     figure = None
     if path is not None:
         try:
-            fig = explainer.figure(item, load_image(path), dpi=FIGURE_DPI)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", facecolor="white")
-            figure = buf.getvalue()
+            figure = figure_png(explainer.figure(item, load_image(path), dpi=FIGURE_DPI), dpi=FIGURE_DPI)
         except InvalidImageError as exc:
             parts.append(f'<p class="note">No figure: {_e(exc)}</p>')
     else:
@@ -233,27 +225,25 @@ def _sample_card(explainer: RunExplainer, item: ImageExplanation, path: str | No
     return "".join(parts)
 
 
-def _test_rows(run: Path, n: int) -> tuple[list[int], str]:
+def _test_rows(run: Run, n: int) -> tuple[list[int], str]:
     """Row indices of the GRN's test split (or, when empty, of validation / all images) and their name."""
-    split = read_json(run / GRN_DIR / CONFIG_FILE).get("split") or {}
-    for key, label in (("test", "test"), ("val", "validation")):
-        rows = [int(i) for i in split.get(key) or []]
-        if rows:
-            return rows, label
+    split = run.split()
+    if split is not None:
+        for rows, label in ((split.test, "test"), (split.val, "validation")):
+            if len(rows):
+                return [int(i) for i in rows], label
     return list(range(n)), "all (no held-out split was recorded)"
 
 
-def explanations_section(run: Path, n_samples: int, show_progress: bool | None = None) -> str:
+def explanations_section(run: Run, n_samples: int, show_progress: bool | None = None) -> str:
     """``#explanations``: sample images of the test split, right and wrong, with figure and sentences."""
-    from .graphs.scg import load_graph_dataset
-
     parts = ['<section id="explanations"><h2>Explanations of sample images</h2>']
-    if not (run / GRN_DIR / CONFIG_FILE).exists():
-        parts.append(f'<p class="note">No trained GRN: run <code>vrx train --run {_e(run)}</code> first.</p>'
-                     "</section>")
+    if not run.has_grn():
+        parts.append(f'<p class="note">No trained GRN: run <code>vrx train --run {_e(run.path)}</code> '
+                     "first.</p></section>")
         return "".join(parts)
     explainer = RunExplainer(run, show_progress=show_progress)
-    ds = load_graph_dataset(run, explainer.class_names)
+    ds = run.graphs(explainer.class_names)
     rows, part = _test_rows(run, len(ds))
     sub = ds.subset(rows)
     names = explainer.class_names
@@ -284,19 +274,22 @@ def explanations_section(run: Path, n_samples: int, show_progress: bool | None =
 
 
 # ------------------------------------------------------------------------------------------ page
-def render_report(run: str | os.PathLike, *, n_samples: int = DEFAULT_SAMPLES,
+def render_report(run: Run | str | os.PathLike, *, n_samples: int = DEFAULT_SAMPLES,
                   show_progress: bool | None = None) -> str:
     """The report page of ``run`` as an HTML string."""
-    run = Path(run)
+    run = run if isinstance(run, Run) else Run(run)
     if n_samples < 0:
         raise ConfigError(f"n_samples must be >= 0, got {n_samples}")
-    if not (concepts_dir(run) / "bank.json").exists():
-        raise ArtifactError(f"{concepts_dir(run) / 'bank.json'}: missing; run `vrx discover --out {run}` "
-                            "first (a report needs at least the concepts)")
-    bank = ConceptBank.load(concepts_dir(run))
+    try:
+        bank = run.bank()
+    except ArtifactError as exc:
+        if run.has_bank():
+            raise
+        raise ArtifactError(f"{exc} (a report needs at least the concepts)") from None
+    title = _e(run.path.name or run.path)
     counts = ", ".join(f"{_e(c)} ({len(bank[c])})" for c in bank.class_names)
-    body = [f"<h1>vrx report: {_e(run.name or run)}</h1>",
-            f'<p class="meta">Run folder <code>{_e(run)}</code>. Classes of interest with their number of '
+    body = [f"<h1>vrx report: {title}</h1>",
+            f'<p class="meta">Run folder <code>{_e(run.path)}</code>. Classes of interest with their number of '
             f"concepts: {counts}.</p>",
             '<nav><a href="#classes">Classes and concepts</a><a href="#fidelity">Fidelity</a>'
             '<a href="#explanations">Explanations</a></nav>',
@@ -306,14 +299,15 @@ def render_report(run: str | os.PathLike, *, n_samples: int = DEFAULT_SAMPLES,
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             # An empty inline icon: otherwise the browser asks for /favicon.ico, a request outside the file.
             '<link rel="icon" href="data:,">'
-            f"<title>vrx report: {_e(run.name or run)}</title><style>{_CSS}</style></head>"
+            f"<title>vrx report: {title}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
 
 
-def write_report(run: str | os.PathLike, *, n_samples: int = DEFAULT_SAMPLES, out: str | os.PathLike | None = None,
-                 show_progress: bool | None = None) -> Path:
+def write_report(run: Run | str | os.PathLike, *, n_samples: int = DEFAULT_SAMPLES,
+                 out: str | os.PathLike | None = None, show_progress: bool | None = None) -> Path:
     """Write the self-contained report of ``run`` (default ``RUN/report.html``) and return its path."""
-    path = Path(out) if out is not None else Path(run) / REPORT_FILE
+    run = run if isinstance(run, Run) else Run(run)
+    path = Path(out) if out is not None else run.report_path
     page = render_report(run, n_samples=n_samples, show_progress=show_progress)
     write_bytes(path, page.encode("utf-8"))
     log.info("wrote %s (%.0f kB)", path, path.stat().st_size / 1024)

@@ -57,6 +57,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
 
 
+def check_format_version(record: Mapping[str, Any], key: str, version: int, what: str) -> None:
+    """ArtifactError unless ``record[key]`` is ``version``: '<what> version 2, this vrx reads 1'."""
+    if record.get(key) != version:
+        raise ArtifactError(f"{what} version {record.get(key)!r}, this vrx reads {version}")
+
+
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor | np.ndarray],
                  metadata: Mapping[str, str] | None = None) -> Path:
     """Save named tensors to a safetensors file atomically."""

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..errors import InvalidImageError
+from ._common import add_model_arguments, adapter_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,35 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The --model flag and the options a python: model spec needs (shared by other commands)."""
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="efficientnet-lite0", metavar="SPEC",
-                   help="efficientnet-lite0 (default), toy:DIR, python:MODULE:FUNCTION or "
-                        "python:FILE.py:FUNCTION")
-    g.add_argument("--bottleneck", metavar="LAYER", help="dotted module path of the bottleneck layer")
-    g.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input size: S or H W")
-    g.add_argument("--mean", type=float, nargs="+", metavar="M", help="normalisation mean (1 or 3 values)")
-    g.add_argument("--std", type=float, nargs="+", metavar="S", help="normalisation std (1 or 3 values)")
-    g.add_argument("--labels", metavar="FILE", help="class names: text file (one per line) or JSON list")
-    g.add_argument("--batch-size", type=int, metavar="N", help="images per forward pass")
-    g.add_argument("--device", metavar="DEV", help="torch device (default cpu)")
-
-
-def load_model_from_args(args: argparse.Namespace):
-    """The ClassifierAdapter the model flags describe."""
-    from ..models import load
-
-    return load(args.model, bottleneck=args.bottleneck, input_size=args.input_size, mean=args.mean,
-                std=args.std, class_names=args.labels, batch_size=args.batch_size, device=args.device)
-
-
 def run(args: argparse.Namespace) -> int:
     """Classify the images; 1 if any could not be read, else 0."""
     from ..data.images import load_image
     from ..models.adapter import to_tensor
 
-    adapter = load_model_from_args(args)
+    adapter = adapter_from_args(args)
     failed = 0
     results = []
     bs = adapter.batch_size

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
-    from ..pipeline import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     config = DemoConfig(seed=args.seed)
     if args.classes:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ._common import add_model_arguments, adapter_from_args, save_run_manifest
+from ._common import add_model_arguments, model_spec
 
 if TYPE_CHECKING:
     from ..concepts.config import ConceptConfig
@@ -57,18 +56,23 @@ def discovery_config(args: argparse.Namespace) -> ConceptConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run discovery and print the summary."""
-    from ..concepts.discover import discover
+    from .. import stages
     from ..data.images import load_image_folder
+    from ..run import Run
+    from ..runtime import DISCOVERY_THREADS, threads
 
     config = discovery_config(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     images = load_image_folder(args.images, classes, random_dir=args.random,
                                max_images_per_class=args.max_images)
-    adapter = adapter_from_args(args)
-    save_run_manifest(Path(args.out), args, images=args.images)
-    _, summary = discover(adapter, images, args.out, config, compare_gradcam=args.compare_gradcam)
+    spec = model_spec(args)
+    adapter = spec.load()
+    run = Run(args.out)
+    run.write_manifest(spec, args.images)
+    with threads(**DISCOVERY_THREADS):
+        _, summary = stages.discover(run, adapter, images, config, compare_gradcam=args.compare_gradcam)
     print(format_summary(summary))
-    print(f"concept bank: {Path(args.out) / 'concepts'}")
+    print(f"concept bank: {run.concepts_dir}")
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explain`` sub-command."""
-    from ..explain import DEFAULT_MAX_EDGES
+    from ..defaults import DEFAULT_MAX_EDGES
 
     p = subparsers.add_parser("explain", help="explain images with a trained run (JSON + PNG per image)",
                               description="Build the structural concept graphs of each image, explain the "

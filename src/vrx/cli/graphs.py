@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,15 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the graphs; print a one-line description."""
+    from .. import stages
     from ..data.images import load_image_folder
     from ..graphs.builder import MatchConfig
-    from ..graphs.pipeline import build_graphs
-    from ..graphs.scg import describe
-    from ._common import adapter_from_run
+    from ..graphs.dataset import describe
+    from ..run import Run
 
+    run = Run(args.run)
     images = load_image_folder(args.images, max_images_per_class=args.max_images)
-    ds = build_graphs(adapter_from_run(Path(args.run)), images, args.run,
-                      MatchConfig(node_features=args.node_features))
+    ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))
     print(describe(ds))
-    print(f"graphs: {Path(args.run) / 'graphs'}")
+    print(f"graphs: {run.graphs_dir}")
     return 0

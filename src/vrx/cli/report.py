@@ -8,7 +8,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
-    from ..report import DEFAULT_SAMPLES
+    from ..defaults import DEFAULT_SAMPLES
 
     p = subparsers.add_parser("report", help="write RUN/report.html (concepts, fidelity, explanations)",
                               description="Write a self-contained HTML page (images embedded) with each "

@@ -39,26 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run both experiments (and the controls); print the rates; 1 when nothing could be measured."""
     from ..errors import ConfigError, EmptyFolderError
-    from ..experiments.sensitivity import (
-        SensitivityConfig, SensitivityExperiment, interleaved_images, test_split_images,
-    )
+    from ..experiments import SensitivityConfig, SensitivityExperiment, interleaved_images
+    from ..run import Run
+    from ..runtime import threads
     from ..store import write_json
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    only = test_split_images(args.run) if args.split == "test" else None
+    folder = Run(args.run)
+    only = folder.test_images() if args.split == "test" else None
     images = interleaved_images(args.images, only)
     if not images:
         raise EmptyFolderError(f"{args.images}: none of its images is in the test split of {args.run}; "
                                "use --split all for images the run has not seen")
-    exp = SensitivityExperiment(args.run, SensitivityConfig(pick=args.pick, min_share=args.min_share,
-                                                            positive_only=not args.any_sign, seed=args.seed))
+    exp = SensitivityExperiment(folder, SensitivityConfig(pick=args.pick, min_share=args.min_share,
+                                                          positive_only=not args.any_sign, seed=args.seed))
     plan = [("structural", "move"), ("visual", args.visual_edit)]
     if args.control:
         plan += [("structural", "noise"), ("visual", "noise")]
     results = {}
     for kind, edit in plan:
-        res = exp.run(images, kind, edit, limit=args.n, num_threads=args.threads)
+        with threads(torch_threads=args.threads):
+            res = exp.run(images, kind, edit, limit=args.n)
         results[f"{kind}/{edit}"] = res
         print(res.summary() + f" ({res.seconds:.0f} s)")
     if args.out:

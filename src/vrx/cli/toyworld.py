@@ -13,7 +13,7 @@ DEMO_N_PER_CLASS = 400
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``toyworld`` command with its ``render`` and ``train`` sub-commands."""
-    from ..models.toytrain import DEFAULT_EPOCHS, DEFAULT_THREADS
+    from ..models import DEFAULT_EPOCHS, DEFAULT_THREADS  # torch-free
 
     p = subparsers.add_parser("toyworld", help="render the synthetic vehicle world; train the toy CNN",
                               description="Synthetic vehicles made of parts, with ground-truth part maps.")
@@ -65,8 +65,10 @@ def run_render(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Train the toy CNN on a rendered folder."""
     from ..models.toytrain import train_toy
+    from ..runtime import threads
 
-    m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed, num_threads=args.threads)
+    with threads(torch_threads=args.threads):
+        m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed)
     print(f"toy cnn: test accuracy {m['test_accuracy']:.3f}, val {m['val_accuracy']:.3f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['n_train']}/{m['n_val']}/{m['n_test']} "
           f"train/val/test images, {m['seconds']:.0f} s) -> {args.out}")

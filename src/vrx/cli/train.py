@@ -6,11 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..grn.distill import Split
-from ..grn.fidelity import format_table
-from ..grn.model import GRN_DIR, GRNConfig
-from ..grn.stage import train_grn
-from ..store import read_json
+from ..grn.config import DistillConfig, GRNConfig
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -25,7 +21,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
-    d = GRNConfig()
+    a, d = GRNConfig(), DistillConfig()
     p = subparsers.add_parser("train", help="train the graph reasoning network (GRN) on RUN/graphs",
                               description="Distil the classifier into a GRN from RUN/graphs/, write "
                               "RUN/grn/ (model.safetensors, config.json, metrics.json) and print the "
@@ -35,10 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--hidden", type=_sizes, default=d.hidden, help="graph-conv sizes, e.g. 32,32")
-    p.add_argument("--edge-dim", type=int, default=d.edge_dim)
-    p.add_argument("--input-proj", type=int, default=d.input_proj, help="0: no input projection")
-    p.add_argument("--head-hidden", type=_sizes, default=d.head_hidden,
+    p.add_argument("--hidden", type=_sizes, default=a.hidden, help="graph-conv sizes, e.g. 32,32")
+    p.add_argument("--edge-dim", type=int, default=a.edge_dim)
+    p.add_argument("--input-proj", type=int, default=a.input_proj, help="0: no input projection")
+    p.add_argument("--head-hidden", type=_sizes, default=a.head_hidden,
                    help="MLP sizes of the embedding network E; 'linear' (default) for one linear layer")
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--mask-prob", type=float, default=d.mask_prob,
@@ -54,11 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, write RUN/grn/ and print the fidelity table."""
-    config = GRNConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-                       lr=args.lr, hidden=args.hidden, edge_dim=args.edge_dim,
-                       input_proj=args.input_proj or None, head_hidden=args.head_hidden,
-                       temperature=args.temperature, mask_prob=args.mask_prob,
-                       val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    from .. import stages
+    from ..grn.distill import Split
+    from ..grn.fidelity import format_table
+    from ..run import Run
+    from ..runtime import GRN_THREADS, threads
+    from ..store import read_json
+
+    config = GRNConfig(hidden=args.hidden, edge_dim=args.edge_dim, input_proj=args.input_proj or None,
+                       head_hidden=args.head_hidden)
+    distill = DistillConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                            lr=args.lr, temperature=args.temperature, mask_prob=args.mask_prob,
+                            val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                            seed=args.seed)
     split = None
     if args.split:
         try:
@@ -66,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, AttributeError):
             raise ConfigError(f"{args.split}: expected a JSON object with 'train', 'val' and 'test' "
                               "lists of image indices") from None
-    metrics = train_grn(args.run, config, ablations=not args.no_ablations, split=split)
+    run = Run(args.run)
+    with threads(**GRN_THREADS):
+        metrics = stages.train_grn(run, config, distill, ablations=not args.no_ablations, split=split)
     print(format_table(metrics))
-    print(f"wrote {Path(args.run) / GRN_DIR}/model.safetensors, config.json, metrics.json")
+    print(f"wrote {run.grn_dir}/model.safetensors, config.json, metrics.json")
     return 0

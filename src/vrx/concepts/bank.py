@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, UnknownClassError
+from ..errors import ArtifactError, ConfigError, UnknownClassError
 from ..store import load_tensors, read_json, save_tensors, write_json
+from .config import ConceptConfig
 
 BANK_VERSION = 1
 
@@ -79,9 +80,13 @@ class ConceptBank:
     concepts: dict[str, list[Concept]]
     model_id: str
     layer: str
-    config: dict[str, Any]
+    config: ConceptConfig   # the discovery settings (a dict, even a partial one, is read as one)
     stats: dict[str, Any] = field(default_factory=dict)   # per-class discovery statistics
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ConceptConfig):
+            self.config = ConceptConfig.from_dict(dict(self.config or {}))
 
     @property
     def class_names(self) -> list[str]:
@@ -115,7 +120,7 @@ class ConceptBank:
         directory = Path(directory)
         tensors: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {"version": BANK_VERSION, "model_id": self.model_id, "layer": self.layer,
-                                "config": self.config, "stats": self.stats,
+                                "config": self.config.to_dict(), "stats": self.stats,
                                 "candidates": self.candidates, "classes": {}}
         for cls, concepts in self.concepts.items():
             entries = []
@@ -156,8 +161,12 @@ class ConceptBank:
         except KeyError as exc:
             raise ArtifactError(f"{directory}: bank.json and bank.safetensors disagree "
                                 f"(missing {exc})") from None
+        try:  # an older bank.json may lack newer keys: they take their defaults
+            config = ConceptConfig.from_dict(meta["config"], name="bank.json config")
+        except (ConfigError, KeyError) as exc:
+            raise ArtifactError(f"{directory / 'bank.json'}: bad discovery config ({exc})") from None
         return cls(concepts=concepts, model_id=meta["model_id"], layer=meta["layer"],
-                   config=meta["config"], stats=meta.get("stats", {}),
+                   config=config, stats=meta.get("stats", {}),
                    candidates=meta.get("candidates", {}))
 
 

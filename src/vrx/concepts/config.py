@@ -1,28 +1,80 @@
-"""Configuration of the Visual Concept Extractor (defaults follow the paper and ACE)."""
+"""Configuration of the Visual Concept Extractor (defaults follow the paper and ACE).
+
+Frozen settings dataclasses (:class:`vrx.config.Config`): each checks its own values when it is
+made, and all share one dict form (``to_dict`` / ``from_dict`` / ``load``). ``from_dict`` takes
+partial dicts, so an old ``bank.json`` without newer keys reads back with their defaults.
+Importing this module imports no heavy library (the CLI reads configuration files with it).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from numbers import Integral
 
+from ..config import Config, check
 from ..errors import ConfigError
-from .segmentation import SegmentationConfig
 
 
 @dataclass(frozen=True)
-class GradCamConfig:
+class SegmentationConfig(Config):
+    """SLIC resolutions and parameters, and the rules that prune the resulting segments."""
+
+    n_segments: tuple[int, ...] = (15, 50, 80)
+    compactness: float = 20.0
+    sigma: float = 1.0
+    min_area: float = 0.001        # drop segments under this fraction of the image (ACE kept > 0.001)
+    max_jaccard: float = 0.5       # drop a segment whose Jaccard with an already-kept one exceeds this
+    start_label: int = 1           # passed to slic explicitly; has no effect on the segments returned
+    max_num_iter: int = 10         # skimage's default k-means iterations, written down for the cache key
+    enforce_connectivity: bool = True
+    # slic's connectivity step merges segments under this fraction of the mean segment area into a
+    # neighbour (slic's default 0.5). A thin part (a stripe a third of a segment tall) is such a
+    # segment: a smaller factor keeps it on its own. See docs/concepts.md.
+    min_size_factor: float = 0.5
+    # How a patch becomes a feature: "crop" (ACE) crops its box, fills the rest and resizes it to
+    # the model input; "map" pools the whole image's bottleneck map over the segment (one forward
+    # per image, and the patch keeps its context and scale). See docs/concepts.md.
+    features: str = "crop"
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; a tuple keeps the frozen config hashable.
+        object.__setattr__(self, "n_segments", tuple(self.n_segments))
+        super().__post_init__()
+        # Plain ints, so dataclasses.asdict(config) stays JSON-able for cache keys.
+        object.__setattr__(self, "n_segments", tuple(int(n) for n in self.n_segments))
+
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values."""
+        check((bool(self.n_segments), "segmentation.n_segments must list at least one resolution"))
+        for n in self.n_segments:
+            check((not isinstance(n, bool) and isinstance(n, Integral) and n >= 1,
+                   f"segmentation.n_segments must hold positive integers, got {n!r}"))
+        check((self.compactness > 0, "segmentation.compactness must be > 0"),
+              (self.sigma >= 0, "segmentation.sigma must be >= 0"),
+              (0 <= self.min_area < 1, "segmentation.min_area must be in [0, 1)"),
+              (0 <= self.max_jaccard <= 1, "segmentation.max_jaccard must be in [0, 1]"),
+              (self.start_label in (0, 1), "segmentation.start_label must be 0 or 1"),
+              (self.max_num_iter >= 1, "segmentation.max_num_iter must be >= 1"),
+              (0 <= self.min_size_factor <= 1, "segmentation.min_size_factor must be in [0, 1]"),
+              (self.features in ("crop", "map"), "segmentation.features must be 'crop' or 'map'"))
+
+
+@dataclass(frozen=True)
+class GradCamConfig(Config):
     """Grad-CAM foreground filter: keep the top ``keep_top`` of pixels, patches at least ``min_inside`` in."""
 
     enabled: bool = True
     keep_top: float = 0.5
     min_inside: float = 1.0
 
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values."""
+        check((0 < self.keep_top <= 1, "gradcam.keep_top must be in (0, 1]"),
+              (0 <= self.min_inside <= 1, "gradcam.min_inside must be in [0, 1]"))
+
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Config):
     """k-means per class and ACE's cluster acceptance rules.
 
     ACE's absolute thresholds (min size 40 for 50 discovery images) are expressed here as
@@ -34,9 +86,14 @@ class ClusterConfig:
     min_size_fraction: float = 0.8
     n_members: int = 50
 
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values."""
+        check((self.n_clusters >= 1, "cluster.n_clusters must be >= 1"),
+              (self.n_members >= 2, "cluster.n_members must be >= 2"))
+
 
 @dataclass(frozen=True)
-class TCAVConfig:
+class TCAVConfig(Config):
     """CAVs against random patch sets and the significance test that ranks concepts."""
 
     n_random_sets: int = 20
@@ -50,9 +107,18 @@ class TCAVConfig:
     # concept where and as the network saw it). The class gradients are always of whole images.
     activations: str = "patch"
 
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values."""
+        check((self.n_random_sets >= 2, "tcav.n_random_sets must be >= 2"),
+              (self.random_set_size >= 2, "tcav.random_set_size must be >= 2"),
+              (0 < self.alpha < 1, "tcav.alpha must be in (0, 1)"),
+              (self.correction in ("holm", "bonferroni"), "tcav.correction must be 'holm' or 'bonferroni'"),
+              (self.n_concepts >= 1, "tcav.n_concepts must be >= 1"),
+              (self.activations in ("patch", "context"), "tcav.activations must be 'patch' or 'context'"))
+
 
 @dataclass(frozen=True)
-class ConceptConfig:
+class ConceptConfig(Config):
     """Everything that decides what ConceptExtractor.fit discovers."""
 
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -61,6 +127,22 @@ class ConceptConfig:
     tcav: TCAVConfig = field(default_factory=TCAVConfig)
     seed: int = 0
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("seed", "batch_size"):  # plain ints (JSON and old callers may give "3" or 3.0)
+            value = getattr(self, key)
+            try:
+                object.__setattr__(self, key, int(value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+        super().__post_init__()
+
+    def validate(self) -> None:
+        """Raise ConfigError for parts of the wrong type (each part checks its own values)."""
+        parts = {"segmentation": SegmentationConfig, "gradcam": GradCamConfig, "cluster": ClusterConfig,
+                 "tcav": TCAVConfig}
+        for key, kind in parts.items():
+            check((isinstance(getattr(self, key), kind), f"{key} must be a {kind.__name__}"))
 
     @classmethod
     def toyworld(cls, seed: int = 0) -> ConceptConfig:
@@ -83,62 +165,3 @@ class ConceptConfig:
                    gradcam=GradCamConfig(keep_top=0.3, min_inside=1.0),
                    cluster=ClusterConfig(n_clusters=20, min_size_fraction=0.4, n_members=20),
                    tcav=TCAVConfig(activations="context"), seed=seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form of the configuration."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConceptConfig:
-        """Build a configuration from (possibly partial) nested dicts; unknown keys are errors."""
-        parts = {"segmentation": SegmentationConfig, "gradcam": GradCamConfig,
-                 "cluster": ClusterConfig, "tcav": TCAVConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in parts:
-                kwargs[key] = _build(parts[key], value, key)
-            elif key in ("seed", "batch_size"):
-                kwargs[key] = int(value)
-            else:
-                raise ConfigError(f"unknown concept configuration key {key!r}")
-        config = cls(**kwargs)
-        config.validate()
-        return config
-
-    @classmethod
-    def load(cls, path: str | Path) -> ConceptConfig:
-        """Read a JSON configuration file."""
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
-
-    def validate(self) -> None:
-        """Raise ConfigError for out-of-range values."""
-        g, c, t = self.gradcam, self.cluster, self.tcav
-        checks = [
-            (0 < g.keep_top <= 1, "gradcam.keep_top must be in (0, 1]"),
-            (0 <= g.min_inside <= 1, "gradcam.min_inside must be in [0, 1]"),
-            (c.n_clusters >= 1, "cluster.n_clusters must be >= 1"),
-            (c.n_members >= 2, "cluster.n_members must be >= 2"),
-            (t.n_random_sets >= 2, "tcav.n_random_sets must be >= 2"),
-            (t.random_set_size >= 2, "tcav.random_set_size must be >= 2"),
-            (0 < t.alpha < 1, "tcav.alpha must be in (0, 1)"),
-            (t.correction in ("holm", "bonferroni"), "tcav.correction must be 'holm' or 'bonferroni'"),
-            (t.n_concepts >= 1, "tcav.n_concepts must be >= 1"),
-            (t.activations in ("patch", "context"), "tcav.activations must be 'patch' or 'context'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-
-def _build(kind: type, value: Any, name: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a mapping")
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(value) - known
-    if unknown:
-        raise ConfigError(f"unknown {name} keys: {sorted(unknown)}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-    return kind(**fixed)

@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, EmptyFolderError, VRXError
 from ..models.adapter import ClassifierAdapter
+from ..models.inputs import resize, to_tensor
 from ..progress import progress
 from .bank import Concept, ConceptBank, Member
 from .clustering import Cluster, cluster_patches
 from .config import ConceptConfig
 from .features import ImagePatches, PatchFeaturizer
 from .gradcam import class_foreground
-from .inputs import ImageInput, iter_images, resized_batch, to_tensor
+from .inputs import ImageInput, iter_images, resized_batch
 from .tcav import CAV, adjust_pvalues, conceptual_sensitivity, significance, tcav_score, train_cav
 
 log = logging.getLogger(__name__)
@@ -74,12 +73,15 @@ class ConceptExtractor:
 
     # ------------------------------------------------------------------ public
     def fit(self, images_by_class: Mapping[str, Sequence[ImageInput]],
-            random_images: Sequence[ImageInput]) -> ConceptBank:
-        """Discover concepts for every class in ``images_by_class`` and return the bank."""
-        # The matrix products here are small (tens of rows); a multi-threaded BLAS spends more
-        # time waking threads than computing, and on a loaded machine up to 60x longer.
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(images_by_class, random_images)
+            random_images: Sequence[ImageInput]) -> ConceptExtractor:
+        """Discover concepts for every class in ``images_by_class``; the bank is then ``self.bank_``.
+
+        It changes no thread setting. Its matrix products are small and its patch loop is many
+        tiny ops, so on shared cores run it under ``vrx.runtime.threads(torch_threads=1,
+        blas_threads=1)`` for its measured speed (see :mod:`vrx.concepts.patches`).
+        """
+        self.bank_ = self._fit(images_by_class, random_images)
+        return self
 
     def _fit(self, images_by_class: Mapping[str, Sequence[ImageInput]],
              random_images: Sequence[ImageInput]) -> ConceptBank:
@@ -125,7 +127,7 @@ class ConceptExtractor:
                  "cache": {"hits": self.featurizer.hits, "misses": self.featurizer.misses},
                  "correction": cfg.tcav.correction}
         return ConceptBank(concepts=concepts, model_id=self.adapter.model_id, layer=self.adapter.bottleneck,
-                           config=cfg.to_dict(), stats=stats, candidates=candidates)
+                           config=cfg, stats=stats, candidates=candidates)
 
     # ------------------------------------------------------------------ stages
     def _class_patches(self, cls: str, class_id: int, items: Sequence[ImageInput],
@@ -278,6 +280,5 @@ def _thumbnail(image: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, i
     y0, x0, y1, x1 = bbox
     crop = image[y0:y1, x0:x1].copy()
     crop[~mask[y0:y1, x0:x1]] = crop[~mask[y0:y1, x0:x1]] * 0.25 + 0.75 * 0.5
-    t = F.interpolate(to_tensor(crop), size=(THUMB_SIZE, THUMB_SIZE), mode="bilinear",
-                      antialias=True, align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    t = resize(to_tensor(crop), (THUMB_SIZE, THUMB_SIZE))[0].permute(1, 2, 0).clamp(0, 1)
     return (t.numpy() * 255).round().astype(np.uint8)

@@ -71,14 +71,34 @@ class ImagePatches:
         return np.stack([(cx + 0.5) / w, (cy + 0.5) / h], axis=1).astype(np.float32)
 
 
+class PatchMemo:
+    """The patches of the last ``size`` images, in memory, for a featurizer that sees an image again."""
+
+    def __init__(self, size: int = 4):
+        self.size = max(int(size), 1)
+        self._items: dict[str, ImagePatches] = {}
+
+    def get(self, key: str) -> ImagePatches | None:
+        return self._items.get(key)
+
+    def put(self, key: str, patches: ImagePatches) -> None:
+        if key not in self._items and len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)))   # the oldest
+        self._items[key] = patches
+
+
 class PatchFeaturizer:
-    """Segments images and featurises their patches at the adapter's bottleneck, with a disk cache."""
+    """Segments images and featurises their patches at the adapter's bottleneck, with a disk cache.
+
+    ``memo`` (optional) keeps recent images' patches in memory, in front of the disk cache.
+    """
 
     def __init__(self, adapter: ClassifierAdapter, segmentation: SegmentationConfig,
-                 cache_dir: str | Path | None = None, batch_size: int = 64):
+                 cache_dir: str | Path | None = None, batch_size: int = 64, memo: PatchMemo | None = None):
         self.adapter = adapter
         self.segmentation = segmentation
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.memo = memo
         self.batch_size = batch_size
         self.hits = 0
         self.misses = 0
@@ -97,8 +117,17 @@ class PatchFeaturizer:
         return acts.flatten(2).mean(2).numpy().astype(np.float32)
 
     def __call__(self, image: np.ndarray) -> ImagePatches:
-        """Segment ``image`` (HxWx3 float in [0,1]) and featurise its patches, using the cache."""
+        """Segment ``image`` (HxWx3 float in [0,1]) and featurise its patches, using the caches."""
         key = content_hash(np.ascontiguousarray(image, dtype=np.float32), self._settings)
+        if self.memo is None:
+            return self._cached(image, key)
+        found = self.memo.get(key)
+        if found is None:
+            found = self._cached(image, key)
+            self.memo.put(key, found)
+        return found
+
+    def _cached(self, image: np.ndarray, key: str) -> ImagePatches:
         path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
         if path is not None and path.exists():
             try:
@@ -129,8 +158,7 @@ class PatchFeaturizer:
 
     def _map_and_weights(self, image: np.ndarray, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
         """The image's [1, C, h, w] bottleneck map and each segment's [M, 1, h, w] cell coverage."""
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        act = self.adapter.activations(x)
+        act = self.adapter.activations(image)  # one H×W×3 image: one batch
         masks = torch.from_numpy(np.stack([s.mask for s in segments]))[:, None].float()
         return act, F.adaptive_avg_pool2d(masks, act.shape[-2:])
 

@@ -1,22 +1,26 @@
-"""Concept galleries: per class, one row of best example patches per concept."""
+"""Concept galleries: per class, one row of best example patches per concept.
+
+Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot, no backend chosen, nothing global), and
+written atomically under a unique temporary name, so two runs writing the same gallery cannot collide.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .bank import ConceptBank  # noqa: E402
+from ..store import write_bytes
+from .bank import ConceptBank
 
 
 def save_gallery(bank: ConceptBank, class_name: str, path: str | Path, max_examples: int = 8) -> Path:
     """Draw ``class_name``'s concepts (rank, TCAV score, p-value as row titles) into a PNG."""
     concepts = bank[class_name]
     rows = max(len(concepts), 1)
-    fig, axes = plt.subplots(rows, max_examples, figsize=(1.3 * max_examples, 1.55 * rows), squeeze=False)
+    fig = Figure(figsize=(1.3 * max_examples, 1.55 * rows))
+    axes = fig.subplots(rows, max_examples, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if not concepts:
@@ -30,10 +34,6 @@ def save_gallery(bank: ConceptBank, class_name: str, path: str | Path, max_examp
                              loc="left", fontsize=9)
     fig.suptitle(f"{class_name}: concepts by TCAV rank", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return write_bytes(path, buf.getvalue())

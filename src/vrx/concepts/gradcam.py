@@ -7,23 +7,31 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerGradCam
 
-from ..models.adapter import ClassifierAdapter
+from ..models.adapter import ClassifierAdapter, Images, Target
 
 log = logging.getLogger(__name__)
 
 
-def gradcam(adapter: ClassifierAdapter, images: torch.Tensor, target: int | torch.Tensor) -> torch.Tensor:
+def gradcam(adapter: ClassifierAdapter, images: Images, target: Target) -> torch.Tensor:
     """Grad-CAM of the class logit ``target`` at the adapter's bottleneck: [N, h, w], ReLU'd.
 
-    ``images`` are [0,1] NCHW; the adapter's own preprocessing is applied inside the forward,
-    so the CAM is computed on the input distribution the model was trained on.
+    ``images`` are [0,1] NCHW (or anything the adapter takes); the adapter's own preprocessing is
+    applied inside the forward, so the CAM is computed on the input distribution the model was
+    trained on. The gradients come from ``adapter.layer_gradients``, the one gradient path that
+    TCAV uses too; the arithmetic is Captum's ``LayerGradCam`` (same values, bit for bit): the
+    gradients averaged over space weight the activations' channels, summed, then ReLU.
     """
-    method = LayerGradCam(adapter.forward_module, adapter.layer_module())
-    with torch.enable_grad():
-        cam = method.attribute(images.to(adapter.device), target=target, relu_attributions=True)
-    return cam[:, 0].detach().cpu()
+    acts, grads, _ = adapter.layer_gradients(images, target, batch_size=_one_batch(images))
+    cam = torch.sum(torch.mean(grads, dim=(2, 3), keepdim=True) * acts, dim=1, keepdim=True)
+    return F.relu(cam)[:, 0]
+
+
+def _one_batch(images: Images) -> int:
+    """A batch size that puts all ``images`` into one forward, as Captum ran them."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        return int(images.shape[0]) if images.ndim == 4 and images.shape[0] > 0 else 1
+    return max(len(images), 1) if isinstance(images, (list, tuple)) else 1
 
 
 def foreground_mask(cam: torch.Tensor | np.ndarray, size: tuple[int, int], keep_top: float) -> np.ndarray:
@@ -45,5 +53,4 @@ def foreground_mask(cam: torch.Tensor | np.ndarray, size: tuple[int, int], keep_
 
 def class_foreground(adapter: ClassifierAdapter, image: np.ndarray, class_id: int, keep_top: float) -> np.ndarray:
     """Binary Grad-CAM foreground (HxW bool) of ``class_id`` for one HxWx3 image in [0,1]."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    return foreground_mask(gradcam(adapter, x, class_id)[0], image.shape[:2], keep_top)
+    return foreground_mask(gradcam(adapter, image, class_id)[0], image.shape[:2], keep_top)

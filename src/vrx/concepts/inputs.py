@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InvalidImageError
+from ..models.inputs import resize, to_tensor
 from ..progress import progress
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,6 @@ def iter_images(items: Sequence[ImageInput], input_size: tuple[int, int], *, des
         yield image_id, np.asarray(image, dtype=np.float32)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 array -> 1x3xHxW float tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-
-
 def resized_batch(images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """Stack images of any sizes into one [n, 3, *size] batch (bilinear, antialiased)."""
-    return torch.cat([F.interpolate(to_tensor(im), size=tuple(size), mode="bilinear", antialias=True,
-                                    align_corners=False).clamp(0, 1) for im in images])
+    """Stack images of any sizes into one [n, 3, *size] batch (bilinear, antialiased, clamped to [0, 1])."""
+    return torch.cat([resize(to_tensor(im), size).clamp(0, 1) for im in images])

@@ -16,20 +16,23 @@ Speed (bench/bench_patches.py), measured choices:
   0.76 G multiply-adds per image, resizing ~13 ms instead of ~25 ms;
 - patches are cut from an H x C x W copy of the image, so that both products are single plain GEMMs
   over all three channels (one call per block); the last step clamps while permuting to C x H x W;
-- the per-patch loop runs on one intra-op thread: its ops are tiny, and with two OpenMP threads each
-  pays a fork/join that, when the cores are busy with other work, measured ~8 ms per matmul instead
-  of ~0.1 ms (a whole extraction 530 ms instead of 64 ms);
-- the output (about 65 MB for 100 patches at 224x224) is asked for transparent huge pages on Linux:
-  first-touch page faults otherwise cost as much as the resizing itself (43 ms vs 12 ms measured).
+- the output (about 65 MB for 100 patches at 224x224) is asked for transparent huge pages on Linux
+  (:func:`vrx.concepts.fastpaths.empty_output`: 43 ms of first-touch page faults down to 12 ms);
+- threads: the per-patch ops are tiny, so more torch intra-op threads only add fork/join waits.
+  This module sets no thread count (that is process-wide state, for the program's edge to scope
+  with ``vrx.runtime.threads``). Measured on the shared 2-core machine, torch at 2 threads, best of
+  5 reps per image, median over images, outputs bit-identical in every case: extraction inside the
+  former ``one_thread()`` block (torch at 1 thread) vs at 2 threads took, idle, 48.9 vs 44.1 ms
+  per toyworld image (250 patches at 128 px) and 63.1 vs 60.8 ms per photo (112 patches at 224 px);
+  with one core busy with other work, 48.4 vs 123.5 ms and 84.1 vs 215.7 ms (earlier, under a
+  heavier load, 64 vs 530 ms). So on shared cores, run whatever extracts patches (discovery, graph
+  building) under ``vrx.runtime.threads(torch_threads=1)``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -37,12 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InvalidImageError
+from .fastpaths import empty_output
 from .segmentation import Segment, check_image
 
 log = logging.getLogger(__name__)
-
-_HUGE_PAGE = 2 << 20
-_MADV_HUGEPAGE = 14  # linux/mman.h
 
 
 def fill_vector(fill: np.ndarray | Sequence[float] | float) -> np.ndarray:
@@ -55,52 +56,6 @@ def fill_vector(fill: np.ndarray | Sequence[float] | float) -> np.ndarray:
     if not np.all(np.isfinite(vec)) or vec.min() < 0.0 or vec.max() > 1.0:
         raise ConfigError(f"fill must be in [0, 1] (image space, before normalisation), got {vec.tolist()}")
     return vec
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on a single intra-op thread inside the block, restoring the previous count after.
-
-    torch's thread count is process-wide, so torch work in other Python threads runs single-threaded
-    for the duration too.
-    """
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@lru_cache(maxsize=1)
-def _madvise():  # noqa: ANN202 - a ctypes function or None
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def empty_output(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor whose large interior is advised onto huge pages (Linux)."""
-    out = torch.empty(shape, dtype=torch.float32)
-    madvise = _madvise()
-    nbytes = out.numel() * out.element_size()
-    if madvise is None or nbytes < 2 * _HUGE_PAGE:
-        return out
-    # Only whole 2 MB pages inside the buffer; advice is a hint, so a failure changes nothing.
-    start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
-    stop = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-    if stop > start and madvise(start, stop - start, _MADV_HUGEPAGE) != 0:
-        log.debug("madvise(MADV_HUGEPAGE) failed (errno %d)", ctypes.get_errno())
-    return out
 
 
 @lru_cache(maxsize=256)
@@ -235,15 +190,14 @@ def extract_patches(image: np.ndarray, segments: Sequence[Segment], fill: np.nda
     # One H x C x W float32 copy of the image; crops are views of it (see the module notes).
     hcw = torch.from_numpy(np.ascontiguousarray(image.transpose(0, 2, 1), dtype=np.float32))
     resized = torch.empty((out_h, 3, out_w), dtype=torch.float32)  # reused: stays in cache
-    with one_thread():
-        for i, segment in enumerate(segments):
-            sy, sx = segment.slices
-            inside = torch.from_numpy(np.ascontiguousarray(segment.mask[sy, sx]))[:, None, :]
-            patch = torch.where(inside, hcw[sy, :, sx], fill_t)
-            if (patch.shape[0], patch.shape[2]) == (out_h, out_w):
-                out[i] = patch.permute(1, 0, 2)  # no resampling: the pixels stay exact
-            else:
-                _resize_hcw(patch, (out_h, out_w), resized)
-                # Bicubic overshoots at sharp edges; clamp on the way out, while still in cache.
-                torch.clamp(resized.permute(1, 0, 2), 0.0, 1.0, out=out[i])
+    for i, segment in enumerate(segments):
+        sy, sx = segment.slices
+        inside = torch.from_numpy(np.ascontiguousarray(segment.mask[sy, sx]))[:, None, :]
+        patch = torch.where(inside, hcw[sy, :, sx], fill_t)
+        if (patch.shape[0], patch.shape[2]) == (out_h, out_w):
+            out[i] = patch.permute(1, 0, 2)  # no resampling: the pixels stay exact
+        else:
+            _resize_hcw(patch, (out_h, out_w), resized)
+            # Bicubic overshoots at sharp edges; clamp on the way out, while still in cache.
+            torch.clamp(resized.permute(1, 0, 2), 0.0, 1.0, out=out[i])
     return out

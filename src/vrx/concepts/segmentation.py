@@ -15,65 +15,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import slic
 
 from ..errors import ConfigError, InvalidImageError
+from . import fastpaths
+from .config import SegmentationConfig
+
+__all__ = ["Segment", "SegmentationConfig", "check_image", "segment_image", "select_labels", "slic_labels"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SegmentationConfig:
-    """SLIC resolutions and parameters, and the rules that prune the resulting segments."""
-
-    n_segments: tuple[int, ...] = (15, 50, 80)
-    compactness: float = 20.0
-    sigma: float = 1.0
-    min_area: float = 0.001        # drop segments under this fraction of the image (ACE kept > 0.001)
-    max_jaccard: float = 0.5       # drop a segment whose Jaccard with an already-kept one exceeds this
-    start_label: int = 1           # passed to slic explicitly; has no effect on the segments returned
-    max_num_iter: int = 10         # skimage's default k-means iterations, written down for the cache key
-    enforce_connectivity: bool = True
-    # slic's connectivity step merges segments under this fraction of the mean segment area into a
-    # neighbour (slic's default 0.5). A thin part (a stripe a third of a segment tall) is such a
-    # segment: a smaller factor keeps it on its own. See docs/concepts.md.
-    min_size_factor: float = 0.5
-    # How a patch becomes a feature: "crop" (ACE) crops its box, fills the rest and resizes it to
-    # the model input; "map" pools the whole image's bottleneck map over the segment (one forward
-    # per image, and the patch keeps its context and scale). See docs/concepts.md.
-    features: str = "crop"
-
-    def __post_init__(self) -> None:
-        # JSON gives lists; a tuple keeps the frozen config hashable.
-        object.__setattr__(self, "n_segments", tuple(self.n_segments))
-        self.validate()
-        # Plain ints, so dataclasses.asdict(config) stays JSON-able for cache keys.
-        object.__setattr__(self, "n_segments", tuple(int(n) for n in self.n_segments))
-
-    def validate(self) -> None:
-        """Raise ConfigError for out-of-range values."""
-        if not self.n_segments:
-            raise ConfigError("segmentation.n_segments must list at least one resolution")
-        for n in self.n_segments:
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ConfigError(f"segmentation.n_segments must hold positive integers, got {n!r}")
-        checks = [
-            (self.compactness > 0, "segmentation.compactness must be > 0"),
-            (self.sigma >= 0, "segmentation.sigma must be >= 0"),
-            (0 <= self.min_area < 1, "segmentation.min_area must be in [0, 1)"),
-            (0 <= self.max_jaccard <= 1, "segmentation.max_jaccard must be in [0, 1]"),
-            (self.start_label in (0, 1), "segmentation.start_label must be 0 or 1"),
-            (self.max_num_iter >= 1, "segmentation.max_num_iter must be >= 1"),
-            (0 <= self.min_size_factor <= 1, "segmentation.min_size_factor must be in [0, 1]"),
-            (self.features in ("crop", "map"), "segmentation.features must be 'crop' or 'map'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
 
 
 @dataclass
@@ -124,9 +77,9 @@ def slic_labels(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarra
 
     The maps are exactly those of ``skimage.segmentation.slic`` called once per resolution, but the
     resolution-independent work (rescaling, RGB to Lab, Gaussian smoothing: about a quarter of a
-    call) is done once for all of them.
+    call) is done once for all of them (:mod:`.fastpaths`), where that reproduces slic exactly.
     """
-    shared = _slic_shared(image, config) if _shared_slic_matches() else None
+    shared = fastpaths.slic_shared(image, config) if fastpaths.shared_slic_matches() else None
     maps = []
     for n in config.n_segments:
         if shared is None:
@@ -136,90 +89,9 @@ def slic_labels(image: np.ndarray, config: SegmentationConfig) -> list[np.ndarra
                           min_size_factor=float(config.min_size_factor),
                           start_label=int(config.start_label), channel_axis=-1)
         else:
-            labels = _slic_core(shared, int(n), config)
+            labels = fastpaths.slic_core(shared, int(n), config)
         maps.append(labels.astype(np.int64, copy=False) - int(config.start_label))
     return maps
-
-
-# skimage's slic is preprocessing + _slic_cython (+ connectivity); these are the private pieces it
-# calls, taken from its own module so that they are the same functions. If any is missing, or the
-# pieces no longer reproduce slic (checked once per process), plain slic is called instead.
-_SLIC_PARTS = ("img_as_float", "utils", "rgb2lab", "gaussian", "_get_grid_centroids", "_slic_cython",
-               "_enforce_label_connectivity_cython")
-_SLIC_MAX_SIZE_FACTOR = 3  # slic's default, which vrx never changes
-
-
-def _slic_module():  # noqa: ANN202 - a module or None
-    try:
-        from skimage.segmentation import slic_superpixels
-    except ImportError:
-        return None
-    return slic_superpixels if all(hasattr(slic_superpixels, n) for n in _SLIC_PARTS) else None
-
-
-_SK = _slic_module()
-
-
-@lru_cache(maxsize=1)
-def _shared_slic_matches() -> bool:
-    """Whether _slic_shared + _slic_core reproduce plain slic with this scikit-image (checked once)."""
-    if _SK is None:
-        return False
-    # A noisy colour ramp below full range: rescaling, Lab, smoothing and compactness all show.
-    yy, xx = np.mgrid[:32, :32] / 32.0
-    ramp = np.stack([0.1 + 0.5 * yy, 0.2 + 0.4 * xx * yy, 0.15 + 0.2 * xx], axis=-1)
-    noise = np.random.default_rng(0).normal(0.0, 0.08, ramp.shape)
-    probe = np.clip(ramp + noise, 0.05, 0.7).astype(np.float32)
-    config = SegmentationConfig(n_segments=(6, 20))
-    try:
-        shared = _slic_shared(probe, config)
-        fast = [_slic_core(shared, n, config) for n in config.n_segments]
-    except Exception as exc:  # noqa: BLE001 - private API of another package: any failure means "no"
-        log.debug("shared-preprocessing SLIC unavailable (%s); using plain slic", exc)
-        return False
-    plain = [slic(probe, n_segments=n, compactness=config.compactness, sigma=config.sigma,
-                  max_num_iter=config.max_num_iter, start_label=config.start_label, channel_axis=-1)
-             for n in config.n_segments]
-    same = all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(fast, plain))
-    if not same:
-        log.debug("shared-preprocessing SLIC differs from plain slic here; using plain slic")
-    return same
-
-
-def _slic_shared(image: np.ndarray, config: SegmentationConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """slic's own steps up to the clustering for an RGB image (no mask, unit spacing); None: unavailable."""
-    if _SK is None:
-        return None
-    img = _SK.img_as_float(image)
-    dtype = _SK.utils._supported_float_type(img.dtype)
-    img = img.astype(dtype, copy=True)
-    lo, hi = img.min(), img.max()
-    img -= lo
-    if hi != lo:
-        img /= hi - lo
-    img = _SK.rgb2lab(img[np.newaxis, ...])
-    spacing = np.ones(3, dtype=dtype)
-    sigma = np.array([config.sigma] * 3, dtype=dtype) / spacing
-    if (sigma > 0).any():
-        img = _SK.gaussian(img, sigma=[*sigma, 0], mode="reflect")
-    return np.ascontiguousarray(img * (1.0 / float(config.compactness)), dtype=dtype), spacing
-
-
-def _slic_core(shared: tuple[np.ndarray, np.ndarray], n_segments: int, config: SegmentationConfig) -> np.ndarray:
-    """slic's clustering and connectivity steps at one resolution, on the output of _slic_shared."""
-    img, spacing = shared
-    centroids, steps = _SK._get_grid_centroids(img, n_segments)
-    n = centroids.shape[0]
-    start = np.ascontiguousarray(np.concatenate([centroids, np.zeros((n, img.shape[3]))], axis=-1),
-                                 dtype=img.dtype)
-    labels = _SK._slic_cython(img, None, start, max(steps), int(config.max_num_iter), spacing, False,
-                              ignore_color=False, start_label=int(config.start_label))
-    if config.enforce_connectivity:
-        size = float(np.prod(img.shape[:3])) / n
-        labels = _SK._enforce_label_connectivity_cython(
-            labels, int(float(config.min_size_factor) * size), int(_SLIC_MAX_SIZE_FACTOR * size),
-            start_label=int(config.start_label))
-    return labels[0]
 
 
 def _check_keep_mask(keep_mask: np.ndarray, shape: tuple[int, int], min_inside: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Files written beside images (toyworld: <id>.parts.png part maps, <id>.json scenes) that are not
 # images of the class and are ignored without a warning.
-COMPANION_SUFFIXES = (".parts.png", ".json")
+PART_MAP_SUFFIX = ".parts.png"
+COMPANION_SUFFIXES = (PART_MAP_SUFFIX, ".json")
 RANDOM_DIR = "random"
 
 Background = float | Sequence[float]
@@ -117,8 +118,14 @@ def _background(background: Background, path: Path) -> np.ndarray:
 def part_map_path(image_path: str | os.PathLike) -> Path | None:
     """The ``<id>.parts.png`` part map written beside a toyworld image, if it exists."""
     p = Path(image_path)
-    candidate = p.with_name(f"{p.stem}.parts.png")
+    candidate = p.with_name(f"{p.stem}{PART_MAP_SUFFIX}")
     return candidate if candidate.is_file() and candidate != p else None
+
+
+def read_part_map(path: str | os.PathLike) -> np.ndarray:
+    """The H×W part-type ids stored in a part map file (0 = background, k = the k-th part type)."""
+    with Image.open(path) as im:
+        return np.asarray(im)
 
 
 # ---- folders ------------------------------------------------------------------------------------
@@ -146,21 +153,6 @@ class ImageSet:
             raise EmptyFolderError(f"{self.root}: no class {name!r} in this image set; "
                                    f"classes: {list(self.classes)}")
         return self.classes.index(name)
-
-    def iter_images(self, name: str | None = None) -> Iterator[tuple[Path, np.ndarray]]:
-        """(path, H×W×3 image) for one class (or the random images when ``name`` is None)."""
-        paths = self.random_paths if name is None else self.paths[self.classes[self.class_index(name)]]
-        for path in paths:
-            try:
-                yield path, load_image(path, max_pixels=self.max_pixels)
-            except InvalidImageError as exc:
-                if self.on_error == "raise":
-                    raise
-                warnings.warn(f"skipping {exc}", stacklevel=2)
-
-    def load(self, name: str | None = None) -> list[np.ndarray]:
-        """All images of one class (or the random images) decoded into memory."""
-        return [img for _, img in self.iter_images(name)]
 
 
 def load_image_folder(root: str | os.PathLike, classes: Iterable[str] | None = None, *,
@@ -270,3 +262,25 @@ def _subset(paths: list[Path], limit: int | None, seed: int | None) -> tuple[Pat
         return tuple(paths[:limit])
     keep = np.random.default_rng(seed).choice(len(paths), size=limit, replace=False)
     return tuple(paths[i] for i in sorted(keep))
+
+
+class PartMaps:
+    """Reads the ground-truth part maps beside an image set's images (``<id>.parts.png``)."""
+
+    def __init__(self, part_names: list[str]):
+        self.part_names = part_names
+
+    def __call__(self, image_id: str | os.PathLike) -> np.ndarray | None:
+        """The H×W part-type map of an image (0 = background, k = ``part_names[k-1]``), or None."""
+        path = part_map_path(image_id)
+        return None if path is None else read_part_map(path)
+
+
+def part_map_reader(images: ImageSet) -> PartMaps | None:
+    """The reader of a toyworld image set's ground-truth part maps, or None for other images."""
+    from ..store import read_json
+
+    manifest = images.root / "toyworld.json"
+    if not manifest.exists() or not images.paths or part_map_path(next(iter(images.paths.values()))[0]) is None:
+        return None
+    return PartMaps(list(read_json(manifest)["part_types"]))

@@ -35,6 +35,9 @@ mean), which the ``noise`` control measures. With ``positive_only`` (the default
 eligible only if its measure is positive before the edit: removing a relation that counted *against*
 the class should raise the measure, so such an image says nothing about the effect; an image with no
 such concept is skipped.
+
+The settings, the per-image records and the results (with their JSON form) are in
+:mod:`vrx.experiments.records`.
 """
 
 from __future__ import annotations
@@ -44,197 +47,34 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..concepts.bank import ConceptBank
+from ..concepts.features import PatchMemo
 from ..concepts.inputs import resized_batch
 from ..data.images import load_image
 from ..data.toyworld.dataset import load_scene
 from ..data.toyworld.render import render_layers
 from ..data.toyworld.scene import Scene
 from ..errors import ArtifactError, ConfigError, InvalidImageError
-from ..graphs.builder import SCGBuilder, stored_match_config
-from ..graphs.scg import GRAPHS_DIR, GRAPHS_META, SCGBatch
-from ..grn.model import CONFIG_FILE, GRN_DIR, load_grn
+from ..graphs.builder import SCGBuilder
+from ..graphs.scg import SCGBatch
 from ..interpret.contributions import Interpreter
 from ..progress import progress
-from ..store import content_hash, read_json
+from ..run import Run
+from .records import DEFAULT_EDIT, EDITS, KINDS, SensitivityConfig, SensitivityRecord, SensitivityResult
 from .scene_edits import (
     EditInfo, SkipImage, distort_edit, move_edit, noise_edit, replacement_types, swap_edit,
 )
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("structural", "visual")
-EDITS: dict[str, tuple[str, ...]] = {"structural": ("move", "noise"), "visual": ("swap", "distort", "noise")}
-DEFAULT_EDIT: dict[str, str] = {"structural": "move", "visual": "swap"}
-PICKS: tuple[str, ...] = ("contribution", "rank")
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SensitivityConfig:
-    """How concepts are chosen and parts edited."""
-
-    min_share: float = 0.5        # share of the matched patch's pixels on one vehicle part type
-    pick: str = "contribution"    # "contribution": largest measure before the edit; "rank": best rank
-    positive_only: bool = True    # only concepts whose measure is > tol before the edit (the paper's)
-    all_instances: bool = True    # edit every vehicle part of that type (else only the most covered one)
-    gap: int = 2                  # pixels between a moved part's footprint and the body
-    min_inside: float = 0.9       # share of a moved part's footprint that must stay inside the image
-    seed: int = 0                 # seeds the replacement type and colours (with the image's name)
-    tol: float = 1e-6             # a fall must exceed this: smaller changes are float rounding
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.min_share <= 1.0:
-            raise ConfigError(f"min_share must be in (0, 1], got {self.min_share}")
-        if self.pick not in PICKS:
-            raise ConfigError(f"pick must be one of {', '.join(PICKS)}, got {self.pick!r}")
-        if not 0.0 < self.min_inside <= 1.0:
-            raise ConfigError(f"min_inside must be in (0, 1], got {self.min_inside}")
-        if not self.tol >= 0.0:
-            raise ConfigError(f"tol must be >= 0, got {self.tol}")
-        if int(self.gap) < 0:
-            raise ConfigError(f"gap must be >= 0 pixels, got {self.gap}")
-
-
-@dataclass
-class SensitivityRecord:
-    """One edited image: which concept and part, the measure before and after, and whether it fell."""
-
-    image: str
-    true_class: str
-    kind: str                        # "structural" or "visual"
-    edit: str                        # "move", "swap", "distort" or "noise"
-    concept: int                     # 1-based rank of concept k in class c's graph
-    part_type: str                   # the part type its patch lies on (and that was edited)
-    share: float                     # share of the patch's pixels on that part type
-    edited_parts: list[int]          # indices of the edited parts in the original scene
-    detail: dict[str, Any]           # edit parameters (dy, replacement type, noise seed, ...)
-    before: float                    # the measure (edge sum or node contribution) before the edit
-    after: float
-    held: bool                       # after < before - tol
-    detected_after: bool             # concept k still detected after the edit
-    share_after: float | None        # share of its new patch on the edited parts' new footprint
-    changed_pixels: int              # pixels whose part label changed
-    score_before: float              # the GRN's output for c
-    score_after: float
-    logit_before: float              # the classifier's logit for c
-    logit_after: float
-
-
-@dataclass
-class SensitivityResult:
-    """The records of one experiment (kind + edit) over a set of images, and the images skipped."""
-
-    kind: str
-    edit: str
-    records: list[SensitivityRecord]
-    skipped: dict[str, str]          # image -> why it was not used
-    config: dict[str, Any]
-    run: str
-    seconds: float = 0.0
-
-    @property
-    def n(self) -> int:
-        """Images edited and measured."""
-        return len(self.records)
-
-    @property
-    def n_held(self) -> int:
-        """Images where the measure fell."""
-        return sum(r.held for r in self.records)
-
-    @property
-    def rate(self) -> float | None:
-        """Share of images where the measure fell (None without records)."""
-        return self.n_held / self.n if self.n else None
-
-    @property
-    def n_vanished(self) -> int:
-        """Images where concept k was no longer detected after the edit."""
-        return sum(not r.detected_after for r in self.records)
-
-    @property
-    def rate_detected(self) -> float | None:
-        """The rate over images where concept k was still detected after the edit."""
-        kept = [r for r in self.records if r.detected_after]
-        return sum(r.held for r in kept) / len(kept) if kept else None
-
-    def by_class(self) -> dict[str, dict[str, int]]:
-        """Per true class: records and how many held."""
-        out: dict[str, dict[str, int]] = {}
-        for r in self.records:
-            row = out.setdefault(r.true_class, {"n": 0, "n_held": 0, "n_vanished": 0})
-            row["n"] += 1
-            row["n_held"] += int(r.held)
-            row["n_vanished"] += int(not r.detected_after)
-        return out
-
-    def by_part(self) -> dict[str, dict[str, int]]:
-        """Per edited part type: records and how many held."""
-        out: dict[str, dict[str, int]] = {}
-        for r in self.records:
-            row = out.setdefault(r.part_type, {"n": 0, "n_held": 0})
-            row["n"] += 1
-            row["n_held"] += int(r.held)
-        return out
-
-    def summary(self) -> str:
-        """One line: the rate, counts and the rate without vanished concepts."""
-        def fmt(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.3f}"
-        return (f"{self.kind} ({self.edit}): fell in {self.n_held}/{self.n} = {fmt(self.rate)}; "
-                f"concept lost after the edit in {self.n_vanished}, rate without those "
-                f"{fmt(self.rate_detected)}; skipped {len(self.skipped)} image(s)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: counts, rates, config and every record."""
-        return {"format_version": FORMAT_VERSION, "kind": self.kind, "edit": self.edit, "run": self.run,
-                "n": self.n, "n_held": self.n_held, "rate": self.rate, "n_vanished": self.n_vanished,
-                "rate_detected": self.rate_detected, "n_skipped": len(self.skipped),
-                "by_class": self.by_class(), "by_part": self.by_part(),
-                "seconds": self.seconds, "config": dict(self.config),
-                "records": [asdict(r) for r in self.records], "skipped": dict(self.skipped)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SensitivityResult:
-        """Inverse of :meth:`to_dict`; ArtifactError on a malformed dict."""
-        try:
-            if d.get("format_version") != FORMAT_VERSION:
-                raise ArtifactError(f"sensitivity result version {d.get('format_version')!r}, "
-                                    f"this vrx reads {FORMAT_VERSION}")
-            return cls(kind=d["kind"], edit=d["edit"], run=d["run"], seconds=float(d["seconds"]),
-                       config=dict(d["config"]), skipped=dict(d["skipped"]),
-                       records=[SensitivityRecord(**r) for r in d["records"]])
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"not a sensitivity result: {type(exc).__name__}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------- the run
-class _MemoFeaturizer:
-    """Remembers the last few images' patches so the patch masks of a match can be read back."""
-
-    def __init__(self, inner, size: int = 4):
-        self.inner = inner
-        self.size = size
-        self.memo: dict[str, Any] = {}
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def __call__(self, image: np.ndarray):
-        key = content_hash(np.ascontiguousarray(image, dtype=np.float32))
-        if key not in self.memo:
-            if len(self.memo) >= self.size:
-                self.memo.pop(next(iter(self.memo)))
-            self.memo[key] = self.inner(image)
-        return self.memo[key]
+#: Images whose patches are kept in memory: a scene's matched masks are read back right after
+#: its graphs are built, without a disk cache and without segmenting it again.
+MEMO_IMAGES = 4
 
 
 @dataclass
@@ -266,40 +106,27 @@ def _image_rng(seed: int, scene: Scene, image: str) -> np.random.Generator:
 class SensitivityExperiment:
     """Loads a run once (classifier, bank, GRN) and runs sensitivity experiments on toyworld images."""
 
-    def __init__(self, run: str | os.PathLike, config: SensitivityConfig | None = None, *,
+    def __init__(self, run: Run | str | os.PathLike, config: SensitivityConfig | None = None, *,
                  show_progress: bool | None = None):
-        from ..cli._common import adapter_from_run
-
-        self.run_dir = Path(run)
+        self.run_folder = run if isinstance(run, Run) else Run(run)
         self.config = config or SensitivityConfig()
         self.show_progress = show_progress
-        grn_dir = self.run_dir / GRN_DIR
-        if not (grn_dir / CONFIG_FILE).exists():
-            raise ArtifactError(f"{grn_dir}: no trained GRN in this run; run `vrx train --run {run}` first")
-        bank_dir = self.run_dir / "concepts"
-        if not (bank_dir / "bank.json").exists():
-            raise ArtifactError(f"{bank_dir / 'bank.json'}: missing; run `vrx discover --out {run}` first")
-        self.bank = ConceptBank.load(bank_dir)
-        self.grn = load_grn(grn_dir)
-        if list(self.grn.class_names or []) != self.bank.class_names:
-            raise ArtifactError(f"{grn_dir}: the GRN was trained on classes {self.grn.class_names}, the "
-                                f"concept bank in {bank_dir} has {self.bank.class_names}")
+        self.bank, self.grn = self.run_folder.bank_and_grn()
         self.class_names = self.bank.class_names
-        self.adapter = adapter_from_run(self.run_dir)
+        self.adapter = self.run_folder.adapter()
         self.interpreter = Interpreter(self.grn)
         self.edges = list(self.grn.layout.edges) if self.grn.layout.num_edges else []
         # No disk cache: edited images would fill the run's patch cache; the memo serves the reads.
-        self.builder = SCGBuilder(self.adapter, self.bank, stored_match_config(self.run_dir), cache_dir=None,
-                                  show_progress=False)
-        self.builder.featurizer = _MemoFeaturizer(self.builder.featurizer)
+        self.builder = SCGBuilder(self.adapter, self.bank, self.run_folder.match_config(), cache_dir=None,
+                                  memo=PatchMemo(MEMO_IMAGES), show_progress=False)
         self._before: dict[str, tuple[Scene, _State] | str] = {}
 
     # -------------------------------------------------------------- measuring one scene
     def _state(self, scene: Scene, cls: str) -> _State:
         layers = render_layers(scene)
         image = _to_float(layers.rgb)
-        graphs = self.builder.transform([image]).graphs
-        matched = self.builder.matches_.patch[0]
+        dataset, matches = self.builder.transform([image], return_matches=True)
+        graphs, matched = dataset.graphs, matches.patch[0]
         k = self.class_names.index(cls)
         con = self.interpreter.contributions(graphs)
         patches = self.builder.featurizer(image)
@@ -440,70 +267,38 @@ class SensitivityExperiment:
         if edit not in EDITS[kind]:
             raise ConfigError(f"unknown edit {edit!r} for {kind}; known: {', '.join(EDITS[kind])}")
         if kind == "structural" and not self.edges:
-            raise ConfigError(f"{self.run_dir / GRN_DIR}: this GRN has no edge embeddings "
+            raise ConfigError(f"{self.run_folder.grn_dir}: this GRN has no edge embeddings "
                               "(use_edge_features=False), so relations have no contribution to measure")
         return kind, edit
 
     def run(self, images: Sequence[str | os.PathLike], kind: str, edit: str | None = None, *,
-            limit: int | None = None, num_threads: int | None = None) -> SensitivityResult:
-        """Edit and measure the images in order (until ``limit`` records); unusable ones go to ``skipped``."""
-        from ..grn.distill import torch_threads
+            limit: int | None = None) -> SensitivityResult:
+        """Edit and measure the images in order (until ``limit`` records); unusable ones go to ``skipped``.
 
+        It runs with the process's torch threads as they are (see :func:`vrx.runtime.threads`).
+        """
         kind, edit = self._check(kind, edit)
         if not images:
             raise InvalidImageError("no images given to the sensitivity experiment")
         start = time.perf_counter()
         records, skipped = [], {}
-        with torch_threads(num_threads):
-            for image in progress(list(images), desc=f"{kind} sensitivity", enabled=self.show_progress):
-                if limit is not None and len(records) >= limit:
-                    break
-                try:
-                    records.append(self.measure_image(image, kind, edit))
-                except SkipImage as exc:
-                    log.debug("%s: skipped (%s)", image, exc)
-                    skipped[str(image)] = str(exc)
+        for image in progress(list(images), desc=f"{kind} sensitivity", enabled=self.show_progress):
+            if limit is not None and len(records) >= limit:
+                break
+            try:
+                records.append(self.measure_image(image, kind, edit))
+            except SkipImage as exc:
+                log.debug("%s: skipped (%s)", image, exc)
+                skipped[str(image)] = str(exc)
         return SensitivityResult(kind=kind, edit=edit, records=records, skipped=skipped,
-                                 config=asdict(self.config), run=str(self.run_dir),
+                                 config=self.config.to_dict(), run=str(self.run_folder.path),
                                  seconds=time.perf_counter() - start)
-
-
-def structural_sensitivity(run: str | os.PathLike | SensitivityExperiment, images: Sequence[str | os.PathLike],
-                           *, edit: str = "move", config: SensitivityConfig | None = None,
-                           limit: int | None = None, num_threads: int | None = None) -> SensitivityResult:
-    """Move a detected concept's part to an implausible place; how often its relations' contribution falls."""
-    exp = run if isinstance(run, SensitivityExperiment) else SensitivityExperiment(run, config)
-    return exp.run(images, "structural", edit, limit=limit, num_threads=num_threads)
-
-
-def visual_sensitivity(run: str | os.PathLike | SensitivityExperiment, images: Sequence[str | os.PathLike],
-                       *, edit: str = "swap", config: SensitivityConfig | None = None,
-                       limit: int | None = None, num_threads: int | None = None) -> SensitivityResult:
-    """Replace a detected concept's part by a worse one; how often that concept's contribution falls."""
-    exp = run if isinstance(run, SensitivityExperiment) else SensitivityExperiment(run, config)
-    return exp.run(images, "visual", edit, limit=limit, num_threads=num_threads)
-
-
-def test_split_images(run: str | os.PathLike) -> list[Path]:
-    """The images of the GRN's test split (``RUN/grn/config.json`` indices into ``RUN/graphs``)."""
-    run = Path(run)
-    cfg = read_json(run / GRN_DIR / CONFIG_FILE)
-    meta = read_json(run / GRAPHS_DIR / GRAPHS_META)
-    split = (cfg or {}).get("split")
-    if not isinstance(split, dict) or "test" not in split:
-        raise ArtifactError(f"{run / GRN_DIR / CONFIG_FILE}: no train/val/test split recorded")
-    ids = meta.get("image_paths") or meta.get("image_ids") or []
-    try:
-        return [Path(ids[int(i)]) for i in split["test"]]
-    except (IndexError, ValueError, TypeError):
-        raise ArtifactError(f"{run / GRN_DIR / CONFIG_FILE}: test indices do not fit the "
-                            f"{len(ids)} images of {run / GRAPHS_DIR / GRAPHS_META}") from None
 
 
 def interleaved_images(folder: str | os.PathLike, only: Sequence[str | os.PathLike] | None = None) -> list[Path]:
     """A toyworld folder's images with classes interleaved (1st of each class, 2nd of each, ...).
 
-    With ``only``, just the images among those paths (e.g. :func:`test_split_images`). Interleaving
+    With ``only``, just the images among those paths (e.g. ``Run.test_images()``). Interleaving
     keeps the classes balanced when an experiment stops after ``limit`` records.
     """
     from ..data.toyworld.dataset import list_images

@@ -13,28 +13,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..concepts.bank import ConceptBank
-from ..concepts.features import ImagePatches, PatchFeaturizer
+from ..concepts.features import ImagePatches, PatchFeaturizer, PatchMemo
 from ..concepts.gradcam import class_foreground
 from ..concepts.inputs import ImageInput, iter_images, resized_batch
-from ..concepts.segmentation import SegmentationConfig
-from ..errors import ArtifactError, ConfigError
+from ..config import Config, check
+from ..errors import ArtifactError
 from ..models.adapter import ClassifierAdapter
-from ..store import load_tensors, read_json, save_tensors
-from .scg import GRAPHS_DIR, GRAPHS_META, GraphDataset, SCGBatch, Teacher
+from ..store import load_tensors, save_tensors
+from .dataset import GraphDataset
+from .scg import SCGBatch
+from .teacher import Teacher
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MatchConfig:
+class MatchConfig(Config):
     """How concepts are matched to an image's patches."""
 
     use_gradcam: bool | None = None   # None: as in discovery
@@ -47,19 +50,24 @@ class MatchConfig:
     # docs/grn.md shows why "context" is the default: the classifier decides on parts in context.
     node_features: str = "context"
 
-    def __post_init__(self) -> None:
-        if self.node_features not in ("context", "patch"):
-            raise ConfigError(f"node_features must be 'context' or 'patch', got {self.node_features!r}")
+    def validate(self) -> None:
+        check((self.node_features in ("context", "patch"),
+               f"node_features must be 'context' or 'patch', got {self.node_features!r}"),
+              (self.use_gradcam in (None, True, False), f"use_gradcam must be None or a bool, got {self.use_gradcam!r}"),
+              (0.0 <= self.min_inside <= 1.0, f"min_inside must lie in [0, 1], got {self.min_inside}"),
+              (0.0 <= self.radius_quantile <= 1.0, f"radius_quantile must lie in [0, 1], got {self.radius_quantile}"))
 
 
-def stored_match_config(run: str | Path) -> MatchConfig:
-    """The matching settings ``RUN/graphs/`` was built with (teacher off): to build more graphs alike."""
-    meta = Path(run) / GRAPHS_DIR / GRAPHS_META
-    match = dict((read_json(meta).get("config") or {}).get("match") or {}) if meta.exists() else {}
+def match_config_from_meta(meta: dict[str, Any]) -> MatchConfig:
+    """The matching settings graphs were built with, from their ``graphs.json`` metadata, teacher off:
+    to build more graphs alike. Empty metadata (no graphs yet) gives the defaults; unknown keys are
+    ignored (settings of another vrx version).
+    """
+    match = dict((meta.get("config") or {}).get("match") or {})
     if match:
         match.setdefault("node_features", "patch")  # what graphs built before the setting existed carry
     known = {f.name for f in dataclasses.fields(MatchConfig)}
-    return MatchConfig(**({k: v for k, v in match.items() if k in known} | {"teacher": False}))
+    return MatchConfig.from_dict({k: v for k, v in match.items() if k in known} | {"teacher": False})
 
 
 @dataclass
@@ -90,19 +98,20 @@ class SCGBuilder:
     """Builds the K class graphs of each image from a ConceptBank (scikit-learn style transform)."""
 
     def __init__(self, adapter: ClassifierAdapter, bank: ConceptBank, config: MatchConfig | None = None, *,
-                 cache_dir: str | Path | None = None, show_progress: bool | None = None):
+                 cache_dir: str | Path | None = None, memo: PatchMemo | None = None,
+                 show_progress: bool | None = None):
         if bank.model_id != adapter.model_id or bank.layer != adapter.bottleneck:
             raise ArtifactError(f"the concept bank was made with model {bank.model_id} at layer {bank.layer!r}, "
                                 f"not {adapter.model_id} at {adapter.bottleneck!r}")
         self.adapter = adapter
         self.bank = bank
         self.config = config or MatchConfig()
-        disc = bank.config
-        seg = SegmentationConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in disc["segmentation"].items()})
-        self.use_gradcam = disc["gradcam"]["enabled"] if self.config.use_gradcam is None else self.config.use_gradcam
-        self.keep_top = disc["gradcam"]["keep_top"]
-        self.featurizer = PatchFeaturizer(adapter, seg, cache_dir, batch_size=disc.get("batch_size", 64))
+        disc = bank.config  # the typed ConceptConfig discovery ran with
+        seg = disc.segmentation
+        self.use_gradcam = disc.gradcam.enabled if self.config.use_gradcam is None else self.config.use_gradcam
+        self.keep_top = disc.gradcam.keep_top
+        self.featurizer = PatchFeaturizer(adapter, seg, cache_dir, batch_size=disc.batch_size,
+                                          memo=memo)
         self.class_names = bank.class_names
         self.class_ids = [adapter.class_id(c) for c in self.class_names]
         self.n = bank.n_concepts
@@ -113,8 +122,12 @@ class SCGBuilder:
                 self.radius[k, n] = concept.radius(self.config.radius_quantile)
         self.show_progress = show_progress
 
-    def transform(self, images: Sequence[ImageInput], labels: Sequence[int] | None = None) -> GraphDataset:
-        """Graphs (and teacher logits) for ``images``; ``labels`` are stored for reporting only."""
+    def transform(self, images: Sequence[ImageInput], labels: Sequence[int] | None = None, *,
+                  return_matches: bool = False) -> GraphDataset | tuple[GraphDataset, Matches]:
+        """Graphs (and teacher logits) for ``images``; ``labels`` are stored for reporting only.
+
+        With ``return_matches``, also where each node was found: ``(dataset, matches)``.
+        """
         k_, n_ = len(self.class_names), self.n
         d_ = self.bank.feature_dim
         xs, logits, masked, ids = [], [], [], []
@@ -151,13 +164,14 @@ class SCGBuilder:
             teacher = Teacher(torch.stack(logits), torch.stack(masked))
         else:
             teacher = Teacher(torch.zeros(len(ids), k_), torch.full((len(ids), k_, n_, k_), float("nan")))
-        self.matches_ = Matches(np.stack(bboxes) if bboxes else np.zeros((0, k_, n_, 4), np.int32),
-                                np.stack(dists) if dists else np.zeros((0, k_, n_), np.float32), self.radius,
-                                np.stack(chosens) if chosens else np.zeros((0, k_, n_), np.int64))
+        matches = Matches(np.stack(bboxes) if bboxes else np.zeros((0, k_, n_, 4), np.int32),
+                          np.stack(dists) if dists else np.zeros((0, k_, n_), np.float32), self.radius,
+                          np.stack(chosens) if chosens else np.zeros((0, k_, n_), np.int64))
         paths = list(ids) if all(not i.startswith("array:") for i in ids) else None
-        return GraphDataset(graphs, teacher, ids, list(labels) if labels is not None else [-1] * len(ids),
-                            paths, {"match": asdict(self.config), "use_gradcam": self.use_gradcam,
-                                    "model_id": self.bank.model_id, "layer": self.bank.layer})
+        ds = GraphDataset(graphs, teacher, ids, list(labels) if labels is not None else [-1] * len(ids),
+                          paths, {"match": self.config.to_dict(), "use_gradcam": self.use_gradcam,
+                                  "model_id": self.bank.model_id, "layer": self.bank.layer})
+        return (ds, matches) if return_matches else ds
 
     def _match(self, image: np.ndarray, patches: ImagePatches, k: int) -> list[tuple[int, int, float]]:
         """Optimal one-to-one assignment of class k's concepts to candidate patches: (node, patch, distance)."""

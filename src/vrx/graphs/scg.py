@@ -1,24 +1,26 @@
-"""Structural concept graphs (SCGs): the batch type, the teacher's logits and the run-level graph dataset.
+"""Structural concept graphs (SCGs): the batch type, its shape and its edges.
 
 One image gives K class graphs (one per class of interest), each with N concept nodes. A node is
 either a detected concept (the matched patch's feature, ``present`` = 1, the patch centroid as
 ``pos``) or a dummy (feature = ``DUMMY_EPS`` everywhere, ``present`` = 0, ``pos`` = 0). Every graph
 is fully connected with N(N-1) directed edges j -> i in the fixed order given by :func:`edge_index`,
 and the paper's edge feature of j -> i is ``[x_j, y_j, x_i, y_i]``.
+
+The teacher's logits are in :mod:`vrx.graphs.teacher`, the graph dataset and its files in
+:mod:`vrx.graphs.dataset`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import Config, check
 from ..errors import ArtifactError, VRXError
 from ..store import load_tensors, read_json, save_tensors, write_json
 
@@ -27,10 +29,6 @@ DUMMY_EPS = 1e-3
 
 #: Version of the on-disk graph format, written into the JSON sidecar.
 FORMAT_VERSION = 1
-
-GRAPHS_DIR = "graphs"
-GRAPHS_TENSORS = "graphs.safetensors"
-GRAPHS_META = "graphs.json"
 
 
 class SCGShapeError(VRXError, ValueError):
@@ -59,6 +57,20 @@ def edge_position(n: int, j: int, i: int) -> int:
     if not (0 <= j < n and 0 <= i < n) or i == j:
         raise SCGShapeError(f"no edge {j}->{i} in a graph of {n} nodes")
     return j * (n - 1) + (i if i < j else i - 1)
+
+
+@dataclass(frozen=True)
+class GraphShape(Config):
+    """What one image's graphs look like: K class graphs of N concept nodes with D-dim features."""
+
+    num_classes: int   # K, class graphs per image
+    num_nodes: int     # N, concept nodes per class graph
+    feature_dim: int   # D, the concept feature size
+
+    def validate(self) -> None:
+        check(*((isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                 f"GraphShape.{name} must be a positive int, got {getattr(self, name)!r}")
+                for name in ("num_classes", "num_nodes", "feature_dim")))
 
 
 @dataclass
@@ -94,6 +106,11 @@ class SCGBatch:
     def feature_dim(self) -> int:
         """D, the concept feature size."""
         return int(self.x.shape[3])
+
+    @property
+    def graph_shape(self) -> GraphShape:
+        """(K, N, D) of these graphs, as a :class:`GraphShape` (what a GRN is built for)."""
+        return GraphShape(self.num_classes, self.num_nodes, self.feature_dim)
 
     @property
     def device(self) -> torch.device:
@@ -219,10 +236,11 @@ class SCGBatch:
         path = Path(path)
         meta = read_json(path.with_suffix(".json"))
         tensors = load_tensors(path)
-        return _batch_from(tensors, meta, path)
+        return batch_from_tensors(tensors, meta, path)
 
 
-def _batch_from(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> SCGBatch:
+def batch_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> SCGBatch:
+    """The batch in ``tensors`` read from ``path`` with its JSON ``meta``; ArtifactError names the file."""
     for key in ("x", "present", "pos"):
         if key not in tensors:
             raise ArtifactError(f"{path}: tensor '{key}' missing")
@@ -237,148 +255,3 @@ def _batch_from(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Pa
         raise ArtifactError(f"{path}: tensors have (K, N, D) = {batch.shape[1:]} but "
                             f"{path.with_suffix('.json').name} says {expect}")
     return batch
-
-
-@dataclass
-class Teacher:
-    """The classifier's logits over the K classes of interest, plain and with one concept patch masked."""
-
-    logits: torch.Tensor         # [B, K]
-    # [B, K, N, K]: logits of the image with concept n of class graph k masked; NaN if undetected
-    masked_logits: torch.Tensor
-
-    def validate(self, batch: SCGBatch | None = None) -> None:
-        """Raise SCGShapeError when the shapes do not fit each other (and ``batch``)."""
-        if self.logits.ndim != 2:
-            raise SCGShapeError(f"Teacher.logits must be [B, K], got {tuple(self.logits.shape)}")
-        b, k = self.logits.shape
-        if self.masked_logits.ndim != 4 or tuple(self.masked_logits.shape[:2]) != (b, k) \
-                or self.masked_logits.shape[3] != k:
-            raise SCGShapeError(f"Teacher.masked_logits must be [B={b}, K={k}, N, K={k}], got "
-                                f"{tuple(self.masked_logits.shape)}")
-        if not torch.isfinite(self.logits).all():
-            raise SCGShapeError("Teacher.logits contain NaN or inf")
-        if batch is not None:
-            bb, kk, n, _ = batch.shape
-            if (b, k) != (bb, kk) or self.masked_logits.shape[2] != n:
-                raise SCGShapeError(f"Teacher shapes {tuple(self.masked_logits.shape)} do not match "
-                                    f"graphs (B, K, N) = {(bb, kk, n)}")
-
-    def __getitem__(self, index) -> Teacher:
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        elif isinstance(index, list):
-            index = torch.as_tensor(index, dtype=torch.long)
-        return Teacher(self.logits[index], self.masked_logits[index])
-
-    def maskable(self, present: torch.Tensor) -> torch.Tensor:
-        """[B, K, N] bool: detected concepts whose masked-image logits are known (usable for masking)."""
-        return present.bool() & torch.isfinite(self.masked_logits).all(dim=-1)
-
-    def to(self, device: torch.device | str) -> Teacher:
-        """A copy on ``device``."""
-        return Teacher(self.logits.to(device), self.masked_logits.to(device))
-
-
-@dataclass
-class GraphDataset:
-    """SCGs of a set of images with the teacher's logits; ``labels`` are for reporting only."""
-
-    graphs: SCGBatch
-    teacher: Teacher
-    image_ids: list[str]
-    labels: list[int]
-    image_paths: list[str] | None = None
-    config: dict[str, Any] = field(default_factory=dict)  # how the graphs were built (builder settings)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise SCGShapeError when graphs, teacher, ids and labels disagree."""
-        self.graphs.validate()
-        self.teacher.validate(self.graphs)
-        b = len(self.graphs)
-        if len(self.image_ids) != b or len(self.labels) != b:
-            raise SCGShapeError(f"{b} graphs but {len(self.image_ids)} image ids and "
-                                f"{len(self.labels)} labels")
-        if self.image_paths is not None and len(self.image_paths) != b:
-            raise SCGShapeError(f"{b} graphs but {len(self.image_paths)} image paths")
-
-    @property
-    def class_names(self) -> list[str]:
-        """The K classes of interest."""
-        return self.graphs.class_names
-
-    def __len__(self) -> int:
-        return len(self.graphs)
-
-    def subset(self, index: torch.Tensor | list[int]) -> GraphDataset:
-        """The images at ``index`` (a list or LongTensor), in that order."""
-        idx = torch.as_tensor(index, dtype=torch.long)
-        ids = idx.tolist()
-        return GraphDataset(self.graphs[idx], self.teacher[idx], [self.image_ids[i] for i in ids],
-                            [self.labels[i] for i in ids],
-                            None if self.image_paths is None else [self.image_paths[i] for i in ids],
-                            dict(self.config))
-
-
-def save_graph_dataset(run_dir: str | os.PathLike, ds: GraphDataset) -> Path:
-    """Write ``RUN/graphs/graphs.safetensors`` and ``RUN/graphs/graphs.json``; returns the folder."""
-    ds.validate()
-    folder = Path(run_dir) / GRAPHS_DIR
-    tensors = ds.graphs.tensors()
-    tensors["logits"] = ds.teacher.logits.float()
-    tensors["masked_logits"] = ds.teacher.masked_logits.float()
-    meta = ds.graphs.meta()
-    meta.update({"image_ids": [str(i) for i in ds.image_ids], "labels": [int(v) for v in ds.labels],
-                 "image_paths": None if ds.image_paths is None else [str(p) for p in ds.image_paths],
-                 "config": ds.config})
-    # Tensors first, metadata last: a reader that finds the JSON finds matching tensors.
-    save_tensors(folder / GRAPHS_TENSORS, tensors)
-    write_json(folder / GRAPHS_META, meta)
-    return folder
-
-
-def load_graph_dataset(run_dir: str | os.PathLike,
-                       class_names: list[str] | None = None) -> GraphDataset:
-    """Read ``RUN/graphs/``; ArtifactError names the file when missing, corrupt or inconsistent.
-
-    With ``class_names`` given, the stored class list must equal it.
-    """
-    folder = Path(run_dir) / GRAPHS_DIR
-    meta_path, tensor_path = folder / GRAPHS_META, folder / GRAPHS_TENSORS
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{meta_path}: expected a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{meta_path}: format_version {meta.get('format_version')!r}, "
-                            f"this vrx reads {FORMAT_VERSION}")
-    tensors = load_tensors(tensor_path)
-    graphs = _batch_from(tensors, meta, tensor_path)
-    if class_names is not None and list(class_names) != graphs.class_names:
-        raise ArtifactError(f"{meta_path}: class list {graphs.class_names} does not match the "
-                            f"expected {list(class_names)}")
-    for key in ("logits", "masked_logits"):
-        if key not in tensors:
-            raise ArtifactError(f"{tensor_path}: tensor '{key}' missing")
-    if not math.isclose(float(meta.get("eps", DUMMY_EPS)), DUMMY_EPS):
-        raise ArtifactError(f"{meta_path}: dummy eps {meta.get('eps')} differs from this vrx's "
-                            f"{DUMMY_EPS}")
-    for key in ("image_ids", "labels"):
-        if not isinstance(meta.get(key), list):
-            raise ArtifactError(f"{meta_path}: '{key}' missing or not a list")
-    try:
-        return GraphDataset(graphs, Teacher(tensors["logits"], tensors["masked_logits"]),
-                            [str(i) for i in meta["image_ids"]], [int(v) for v in meta["labels"]],
-                            meta.get("image_paths"), dict(meta.get("config") or {}))
-    except SCGShapeError as exc:
-        raise ArtifactError(f"{folder}: {exc}") from None
-
-
-def describe(ds: GraphDataset) -> str:
-    """A one-line summary of a graph dataset (sizes and detection rate)."""
-    b, k, n, d = ds.graphs.shape
-    rate = float(ds.graphs.present.mean()) if b else 0.0
-    return json.dumps({"images": b, "classes": ds.class_names, "N": n, "D": d,
-                       "detected_fraction": round(rate, 3)})

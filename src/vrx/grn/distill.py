@@ -1,42 +1,35 @@
 """Distillation of a classifier into a GRN (paper eq. 4): L1 between temperature softmaxes of the GRN
 output and the teacher's logits, with the paper's concept-masking augmentation, a by-image
 train/validation/test split, mini-batches, Adam and early stopping on validation loss.
+
+Training runs with the process's torch thread settings as they are; the GRN's ops are tiny, so the
+command line runs it with one thread (``vrx.runtime.threads(**vrx.runtime.GRN_THREADS)``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from ..graphs.scg import GraphDataset, SCGBatch, Teacher
+from ..graphs.dataset import GraphDataset
+from ..graphs.scg import SCGBatch
+from ..graphs.teacher import Teacher
 from ..progress import progress
-from .model import GRN, GRNConfig, load_grn, save_grn
+from .config import DistillConfig, GRNConfig
+from .io import save_grn
+from .model import GRN
 
-__all__ = ["Split", "make_split", "distill_loss", "mask_augment", "Distiller", "save_grn", "load_grn",
-           "torch_threads"]
+__all__ = ["Distiller", "Split", "distill_loss", "feature_stats", "make_split", "mask_augment"]
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op torch threads (None: leave as is), restoring the old value."""
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
 
 
 @dataclass
@@ -141,28 +134,26 @@ def feature_stats(graphs: SCGBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Distiller:
-    """Train a GRN to imitate a classifier's logits on SCGs (sklearn style: ``fit`` then ``model_``).
+    """Train a GRN to imitate a classifier's logits on SCGs (scikit-learn style: ``fit`` returns self).
 
-    Learned state: ``model_`` (best-validation weights), ``config_`` (with N, K, D), ``split_``,
-    ``history_`` (one dict per epoch), ``best_epoch_``, ``best_val_loss_``, ``train_seconds_``.
+    Settings: ``config`` (the GRN's architecture) and ``distill`` (loss, optimiser, stopping, split);
+    the graphs' K, N and D come from the data. Learned state: ``model_`` (best-validation weights),
+    ``split_``, ``history_`` (one dict per epoch), ``best_epoch_``, ``best_val_loss_``,
+    ``train_seconds_``.
     """
 
-    def __init__(self, config: GRNConfig | None = None, *, show_progress: bool | None = None,
-                 num_threads: int | None = 1, **overrides: Any) -> None:
-        base = config if config is not None else GRNConfig()
-        self.config = base.replace(**overrides) if overrides else base
+    def __init__(self, config: GRNConfig | None = None, distill: DistillConfig | None = None, *,
+                 show_progress: bool | None = None) -> None:
+        self.config = config if config is not None else GRNConfig()
+        self.distill = distill if distill is not None else DistillConfig()
         self.show_progress = show_progress
-        # GRN ops are tiny (a few thousand multiply-adds per graph): one thread is fastest, and more
-        # threads on a busy 2-core machine made steps ~50x slower in measurement (docs/grn.md).
-        self.num_threads = num_threads
 
-    def fit(self, dataset: GraphDataset, split: Split | dict | None = None) -> GRN:
-        """Fit on ``dataset``'s training part, early-stopping on its validation part; returns the GRN."""
-        with torch_threads(self.num_threads):
-            return self._fit(dataset, split)
+    def fit(self, dataset: GraphDataset, split: Split | dict | None = None) -> Distiller:
+        """Fit on ``dataset``'s training part, early-stopping on its validation part; returns self.
 
-    def _fit(self, dataset: GraphDataset, split: Split | dict | None) -> GRN:
-        cfg = self.config.resolved(dataset.graphs)
+        Without ``split``, images are split by ``distill``'s fractions and seed.
+        """
+        cfg = self.distill
         n_img = len(dataset)
         if split is None:
             split = make_split(dataset.image_ids, cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -170,10 +161,10 @@ class Distiller:
             split = Split.from_dict(split)
         split.check(n_img)
         gen = torch.Generator().manual_seed(cfg.seed)
-        model = GRN(cfg, dataset.class_names, generator=gen)
+        model = GRN.for_graphs(dataset.graphs, self.config, generator=gen)
         train = dataset.subset(split.train)
         val = dataset.subset(split.val) if len(split.val) else None
-        if cfg.standardize:
+        if self.config.standardize:
             model.set_input_stats(*feature_stats(train.graphs))
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # The L1 loss keeps full-size gradients near its optimum, so a constant lr makes the
@@ -202,7 +193,7 @@ class Distiller:
             train_loss = total / max(seen, 1)
             # Early stopping watches the unmasked validation loss (the deterministic quantity);
             # without a validation part it falls back to the (augmented) training loss.
-            val_loss = self._loss(model, val, cfg) if val is not None else train_loss
+            val_loss = self._loss(model, val, cfg.temperature) if val is not None else train_loss
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "lr": opt.param_groups[0]["lr"]})
             if hasattr(bar, "set_postfix"):
@@ -222,23 +213,25 @@ class Distiller:
         model.load_state_dict(best_state)
         model.eval()
         self.train_seconds_ = time.perf_counter() - start
-        self.model_, self.config_, self.split_ = model, cfg, split
+        self.model_, self.split_ = model, split
         self.history_, self.best_epoch_, self.best_val_loss_ = history, best_epoch, best_loss
         log.info("GRN: %d epochs in %.1f s, best epoch %d, val loss %.4f", len(history),
                  self.train_seconds_, best_epoch, best_loss)
-        return model
+        return self
 
     @staticmethod
     @torch.no_grad()
-    def _loss(model: GRN, ds: GraphDataset, cfg: GRNConfig) -> float:
+    def _loss(model: GRN, ds: GraphDataset, temperature: float) -> float:
         if len(ds) == 0:
             return float("nan")
-        return float(distill_loss(model.predict(ds.graphs), ds.teacher.logits, cfg.temperature))
+        return float(distill_loss(model.predict(ds.graphs), ds.teacher.logits, temperature))
 
-    def save(self, directory) -> None:
-        """Write the fitted GRN (model.safetensors + config.json) with its split and history."""
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the fitted GRN (model.safetensors + config.json) with its split, distillation
+        settings and history into ``directory``; returns it."""
         if not hasattr(self, "model_"):
             raise ConfigError("Distiller.save: call fit() first")
-        save_grn(directory, self.model_, extra={"split": self.split_.to_dict(),
-                                                "best_epoch": self.best_epoch_,
-                                                "history": self.history_})
+        return save_grn(directory, self.model_, extra={"split": self.split_.to_dict(),
+                                                       "distill": self.distill.to_dict(),
+                                                       "best_epoch": self.best_epoch_,
+                                                       "history": self.history_})

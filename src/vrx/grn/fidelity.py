@@ -1,23 +1,28 @@
 """How faithfully a GRN imitates the classifier, on held-out images: top-1 agreement and L1 between
 softmax distributions (T = 1), on the plain graphs and on every masked-concept variant, plus the
 ablations of the paper's design (no edge features, shared e_ji, nodes only) trained on the same split.
+
+Like the Distiller, evaluation runs with the process's torch thread settings as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
 
 import torch
 
-from ..graphs.scg import GraphDataset, SCGBatch
-from .distill import Distiller, Split, make_split, torch_threads
-from .model import GRN, GRNConfig
+from ..graphs.dataset import GraphDataset
+from ..graphs.scg import SCGBatch
+from .config import DistillConfig, GRNConfig
+from .distill import Distiller, Split, make_split
+from .model import GRN
 
 log = logging.getLogger(__name__)
 
-#: Ablations as config changes; each is trained with the same split and seed as the full GRN.
+#: Ablations as GRNConfig changes; each is trained with the same split and seed as the full GRN.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_edge_features": {"use_edge_features": False},
     "shared_edges": {"class_specific_edges": False},
@@ -48,11 +53,6 @@ def evaluate(model: GRN, dataset: GraphDataset, indices: torch.Tensor | list[int
              chunk: int = 512) -> dict[str, float]:
     """Fidelity of ``model`` on ``dataset`` (or its rows ``indices``), plain and masked-concept."""
     ds = dataset if indices is None else dataset.subset(indices)
-    with torch_threads(1):
-        return _evaluate(model, ds, chunk)
-
-
-def _evaluate(model: GRN, ds: GraphDataset, chunk: int) -> dict[str, float]:
     out = model.predict(ds.graphs)
     top1, l1 = agreement(out, ds.teacher.logits)
     # Masked-concept variants, in chunks of images so D = 2048 features do not blow up memory.
@@ -98,17 +98,22 @@ def _label_accuracy(logits: torch.Tensor, labels: list[int]) -> float | None:
     return float((logits[keep].argmax(-1) == lab[keep]).float().mean())
 
 
-def fit_and_evaluate(dataset: GraphDataset, config: GRNConfig | None = None, ablations: bool = True,
-                     split: Split | dict | None = None, show_progress: bool | None = None,
-                     num_threads: int | None = 1) -> tuple[Distiller, dict[str, Any]]:
-    """Train the full GRN (and the ablations) on one split; returns (fitted Distiller, metrics dict)."""
+def fit_and_evaluate(dataset: GraphDataset, config: GRNConfig | None = None,
+                     distill: DistillConfig | None = None, ablations: bool = True,
+                     split: Split | dict | None = None, show_progress: bool | None = None
+                     ) -> tuple[Distiller, dict[str, Any]]:
+    """Train the full GRN (and the ablations) on one split; returns (fitted Distiller, metrics dict).
+
+    Without ``split``, images are split by ``distill``'s fractions and seed.
+    """
     config = config if config is not None else GRNConfig()
+    distill = distill if distill is not None else DistillConfig()
     if split is None:
-        split = make_split(dataset.image_ids, config.val_fraction, config.test_fraction, config.seed)
+        split = make_split(dataset.image_ids, distill.val_fraction, distill.test_fraction, distill.seed)
     elif isinstance(split, dict):
         split = Split.from_dict(split)
-    distiller = Distiller(config, show_progress=show_progress, num_threads=num_threads)
-    model = distiller.fit(dataset, split)
+    distiller = Distiller(config, distill, show_progress=show_progress).fit(dataset, split)
+    model = distiller.model_
     test = dataset.subset(split.test)
     metrics: dict[str, Any] = evaluate(model, test)
     metrics.pop("n_images")
@@ -124,15 +129,15 @@ def fit_and_evaluate(dataset: GraphDataset, config: GRNConfig | None = None, abl
         "grn_label_accuracy": _label_accuracy(model.predict(test.graphs), test.labels),
         "best_epoch": distiller.best_epoch_, "epochs_run": len(distiller.history_),
         "best_val_loss": distiller.best_val_loss_, "train_seconds": distiller.train_seconds_,
-        "class_names": dataset.class_names, "config": distiller.config_.to_dict(),
+        "class_names": dataset.class_names, "config": config.to_dict(), "distill": distill.to_dict(),
+        "shape": model.graph_shape.to_dict(),
     })
     metrics["ablations"] = {}
     if ablations:
         for name, change in ABLATIONS.items():
-            abl = Distiller(config.replace(**change), show_progress=show_progress,
-                            num_threads=num_threads)
-            abl_model = abl.fit(dataset, split)
-            m = evaluate(abl_model, test)
+            abl = Distiller(dataclasses.replace(config, **change), distill,
+                            show_progress=show_progress).fit(dataset, split)
+            m = evaluate(abl.model_, test)
             metrics["ablations"][name] = {
                 k: m[k] for k in ("fidelity_top1", "fidelity_l1", "masked_fidelity_top1",
                                   "masked_fidelity_l1", "masked_effect_corr")}
@@ -149,12 +154,6 @@ def _no_nan(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _no_nan(v) for k, v in obj.items()}
     return obj
-
-
-def train_and_evaluate(dataset: GraphDataset, config: GRNConfig | None = None, ablations: bool = True,
-                       split: Split | dict | None = None) -> dict[str, Any]:
-    """Train the GRN and its ablations on one by-image split; the metrics dict (held-out fidelity)."""
-    return fit_and_evaluate(dataset, config, ablations, split)[1]
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -7,9 +7,13 @@ position of two concepts, so only a model that sees edge geometry can imitate it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from ..graphs.scg import DUMMY_EPS, GraphDataset, SCGBatch, Teacher
+from ..graphs.dataset import GraphDataset
+from ..graphs.scg import DUMMY_EPS, SCGBatch
+from ..graphs.teacher import Teacher
 
 
 def _graphs(protos: torch.Tensor, present: torch.Tensor, pos: torch.Tensor, noise: float,
@@ -18,6 +22,19 @@ def _graphs(protos: torch.Tensor, present: torch.Tensor, pos: torch.Tensor, nois
     x = protos[None] + noise * torch.randn(b, *protos.shape, generator=gen)
     x = torch.where(present[..., None] > 0, x, torch.full_like(x, DUMMY_EPS))
     return SCGBatch(x, present, pos * present[..., None], class_names)
+
+
+def _dataset(graphs: SCGBatch, logits: Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor,
+             task: str, seed: int) -> GraphDataset:
+    """``graphs`` with the teacher ``logits`` of their present flags, plain and per masked concept."""
+    present = graphs.present
+    b, k, n = present.shape
+    base = logits(present)
+    eye = torch.eye(k * n).view(k * n, k, n)
+    masked = logits(present[:, None] * (1 - eye[None])).view(b, k, n, k)
+    masked = torch.where(present[..., None] > 0, masked, torch.full_like(masked, float("nan")))
+    return GraphDataset(graphs, Teacher(base, masked), [f"img{i:05d}" for i in range(b)],
+                        labels.tolist(), config={"task": task, "seed": seed})
 
 
 def presence_task(n_images: int = 400, K: int = 3, N: int = 4, D: int = 16, seed: int = 0,
@@ -40,12 +57,7 @@ def presence_task(n_images: int = 400, K: int = 3, N: int = 4, D: int = 16, seed
     def logits(pr: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ckn,...kn->...c", weight, pr)
 
-    base = logits(present)
-    eye = torch.eye(K * N).view(K * N, K, N)
-    masked = logits(present[:, None] * (1 - eye[None])).view(n_images, K, N, K)
-    masked = torch.where(present[..., None] > 0, masked, torch.full_like(masked, float("nan")))
-    return GraphDataset(graphs, Teacher(base, masked), [f"img{i:05d}" for i in range(n_images)],
-                        labels.tolist(), config={"task": "presence", "seed": seed})
+    return _dataset(graphs, logits, labels, "presence", seed)
 
 
 def structure_task(n_images: int = 400, N: int = 3, D: int = 8, seed: int = 0, noise: float = 0.3,
@@ -70,11 +82,7 @@ def structure_task(n_images: int = 400, N: int = 3, D: int = 8, seed: int = 0, n
         return torch.stack([s, -s], dim=-1)
 
     base = logits(present)
-    eye = torch.eye(K * N).view(K * N, K, N)
-    masked = logits(present[:, None] * (1 - eye[None])).view(n_images, K, N, K)
-    labels = (base[:, 1] > base[:, 0]).long()
-    return GraphDataset(graphs, Teacher(base, masked), [f"img{i:05d}" for i in range(n_images)],
-                        labels.tolist(), config={"task": "structure", "seed": seed})
+    return _dataset(graphs, logits, (base[:, 1] > base[:, 0]).long(), "structure", seed)
 
 
 def mixed_task(n_images: int = 1000, K: int = 3, N: int = 4, D: int = 128, seed: int = 0,
@@ -110,9 +118,4 @@ def mixed_task(n_images: int = 1000, K: int = 3, N: int = 4, D: int = 128, seed:
         a = above.view(n_images, *([1] * (pr.ndim - 3)), K)
         return lin + 1.5 * pair * a
 
-    base = logits(present)
-    eye = torch.eye(K * N).view(K * N, K, N)
-    masked = logits(present[:, None] * (1 - eye[None])).view(n_images, K, N, K)
-    masked = torch.where(present[..., None] > 0, masked, torch.full_like(masked, float("nan")))
-    return GraphDataset(graphs, Teacher(base, masked), [f"img{i:05d}" for i in range(n_images)],
-                        labels.tolist(), config={"task": "mixed", "seed": seed})
+    return _dataset(graphs, logits, labels, "mixed", seed)

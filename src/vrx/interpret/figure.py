@@ -32,7 +32,7 @@ from matplotlib.patches import Circle, FancyArrowPatch
 from ..concepts.bank import ConceptBank
 from ..errors import ConfigError, InvalidImageError, UnknownClassError
 from ..store import write_bytes
-from .contributions import ClassExplanation, EdgeContribution, Explanation, NodeContribution
+from .explanation import ClassExplanation, EdgeContribution, Explanation, NodeContribution
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,13 @@ def _tile(thumbs: np.ndarray) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 130) -> Path:
-    """Write ``fig`` as PNG atomically (temporary file, then rename)."""
+def figure_png(fig: Figure, dpi: int = 130) -> bytes:
+    """``fig`` as PNG bytes, cropped to what is drawn, on white."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 130) -> Path:
+    """Write ``fig`` as PNG atomically (temporary file, then rename)."""
+    return write_bytes(Path(path), figure_png(fig, dpi))

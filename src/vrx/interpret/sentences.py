@@ -1,4 +1,4 @@
-"""Why / why-not sentences from an :class:`~vrx.interpret.contributions.Explanation`.
+"""Why / why-not sentences from an :class:`~vrx.interpret.explanation.Explanation`.
 
 "Why A?" ranks the detected concepts and relations of every class graph by their contribution to
 y_A. "Why not B?" ranks them by their contribution to the margin y_A - y_B (A = the explained
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .contributions import ClassExplanation, EdgeContribution, Explanation, NodeContribution
+from .explanation import ClassExplanation, EdgeContribution, Explanation, NodeContribution
 
 ConceptNames = Mapping[tuple[str, int], str]
 
@@ -129,59 +129,73 @@ def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _verb(items: list[Reason], singular: str, plural: str) -> str:
-    return singular if len(items) == 1 else plural
+@dataclass(frozen=True)
+class _Phrases:
+    """The words of one kind of sentence: what a positive / negative item does to the class."""
+
+    pro: tuple[str, str]      # concepts with a positive value: (one concept, several concepts)
+    con: tuple[str, str]      # concepts with a negative value
+    nothing: str              # when no concept is left after ranking
+    rel_pro: str              # the strongest positive relation
+    rel_con: str              # the strongest negative relation
+    missing_pro: str          # a missing concept with a positive value
+    missing_con: str
+
+
+def _phrases(expl: Explanation, class_name: str, why: bool) -> _Phrases:
+    if why:
+        return _Phrases(("supports it", "support it"), ("speaks against it", "speak against it"),
+                        "no detected concept contributes noticeably", "supports it most",
+                        "speaks against it most", "helps it", "counts against it")
+    a, b = expl.target, class_name
+    return _Phrases((f"favours {a} over {b}", f"favour {a} over {b}"), (f"favours {b}", f"favour {b}"),
+                    "no detected concept separates the two noticeably", f"favours {a} most",
+                    f"favours {b} most", f"favours {a}", f"favours {b}")
+
+
+def class_sentence(expl: Explanation, class_name: str, names: ConceptNames | None = None,
+                   top: int = 2, *, why: bool | None = None) -> str:
+    """The sentence of one class: "why A?" for the explained class A, else "why not B?".
+
+    Why: the ``top`` concepts for and against A, its strongest relation each way, its missing
+    concepts. Why not B: the same, ranked by the margin y_A - y_B (positive favours A over B).
+    ``why`` chooses the kind (default: "why" exactly for ``expl.target``).
+    """
+    ce = expl.classes[class_name]
+    why = class_name == expl.target if why is None else why
+    concepts, relations, missing, _ = rank_reasons(ce, names, own_graph=ce.class_name if why else None)
+    words = _phrases(expl, class_name, why)
+    pro = [r for r in concepts if r.value > 0][:top]
+    con = [r for r in concepts if r.value < 0][:top]
+    clauses = [f"{_join(items)} {phrase[0] if len(items) == 1 else phrase[1]}"
+               for items, phrase in ((pro, words.pro), (con, words.con)) if items]
+    if not pro and not con:
+        clauses.append(words.nothing)
+    rel_pro = [r for r in relations if r.value > 0]
+    rel_con = [r for r in relations if r.value < 0]
+    for rel, phrase in ((rel_pro, words.rel_pro), (rel_con, words.rel_con)):
+        if rel:
+            clauses.append(f"{_with_value(rel[0].text, rel[0].value)} {phrase}")
+    clauses += _missing_clauses(missing[:top], words.missing_pro, words.missing_con)
+    if why:
+        pred = "" if expl.target == expl.predicted else f", predicted {expl.predicted}"
+        head = f"why {ce.class_name} (score {ce.score:.3g}{pred})? "
+    else:
+        a = expl.target
+        ahead = "" if (ce.margin or 0.0) >= 0 else f"; {class_name} scores higher"
+        head = f"why not {class_name} (score {ce.score:.3g} vs {a} {expl.scores[a]:.3g}{ahead})? "
+    return head + "; ".join(clauses) + "."
 
 
 def why_sentence(expl: Explanation, names: ConceptNames | None = None, top: int = 2) -> str:
-    """'fire_engine (score 4.2): concepts 1 (ladder, +1.2) and 3 (wheel, +0.8) support it; ...'."""
-    ce = expl.classes[expl.target]
-    concepts, relations, missing, _ = rank_reasons(ce, names, own_graph=ce.class_name)
-    pro = [r for r in concepts if r.value > 0][:top]
-    con = [r for r in concepts if r.value < 0][:top]
-    clauses = []
-    if pro:
-        clauses.append(f"{_join(pro)} {_verb(pro, 'supports', 'support')} it")
-    if con:
-        clauses.append(f"{_join(con)} {_verb(con, 'speaks', 'speak')} against it")
-    if not pro and not con:
-        clauses.append("no detected concept contributes noticeably")
-    rel_pro = [r for r in relations if r.value > 0]
-    rel_con = [r for r in relations if r.value < 0]
-    if rel_pro:
-        clauses.append(f"{_with_value(rel_pro[0].text, rel_pro[0].value)} supports it most")
-    if rel_con:
-        clauses.append(f"{_with_value(rel_con[0].text, rel_con[0].value)} speaks against it most")
-    clauses += _missing_clauses(missing[:top], "helps it", "counts against it")
-    pred = "" if expl.target == expl.predicted else f", predicted {expl.predicted}"
-    return f"why {ce.class_name} (score {ce.score:.3g}{pred})? " + "; ".join(clauses) + "."
+    """'why fire_engine (score 4.2)? concepts 1 (ladder, +1.2) and 3 (wheel, +0.8) support it; ...'."""
+    return class_sentence(expl, expl.target, names, top, why=True)
 
 
 def why_not_sentence(expl: Explanation, class_name: str, names: ConceptNames | None = None,
                      top: int = 2) -> str:
     """'why not ambulance (score 0.5 vs fire_engine 4.2)? ... favour fire_engine over ambulance; ...'."""
-    ce = expl.classes[class_name]
-    a = expl.target
-    concepts, relations, missing, _ = rank_reasons(ce, names, own_graph=None)
-    for_a = [r for r in concepts if r.value > 0][:top]
-    for_b = [r for r in concepts if r.value < 0][:top]
-    clauses = []
-    if for_a:
-        clauses.append(f"{_join(for_a)} {_verb(for_a, 'favours', 'favour')} {a} over {class_name}")
-    if for_b:
-        clauses.append(f"{_join(for_b)} {_verb(for_b, 'favours', 'favour')} {class_name}")
-    if not for_a and not for_b:
-        clauses.append("no detected concept separates the two noticeably")
-    rel_a = [r for r in relations if r.value > 0]
-    rel_b = [r for r in relations if r.value < 0]
-    if rel_a:
-        clauses.append(f"{_with_value(rel_a[0].text, rel_a[0].value)} favours {a} most")
-    if rel_b:
-        clauses.append(f"{_with_value(rel_b[0].text, rel_b[0].value)} favours {class_name} most")
-    clauses += _missing_clauses(missing[:top], f"favours {a}", f"favours {class_name}")
-    ahead = "" if (ce.margin or 0.0) >= 0 else f"; {class_name} scores higher"
-    head = (f"why not {class_name} (score {ce.score:.3g} vs {a} {expl.scores[a]:.3g}{ahead})? ")
-    return head + "; ".join(clauses) + "."
+    return class_sentence(expl, class_name, names, top, why=False)
 
 
 def _missing_clauses(missing: list[Reason], pos: str, neg: str) -> list[str]:
@@ -194,6 +208,5 @@ def _missing_clauses(missing: list[Reason], pos: str, neg: str) -> list[str]:
 def add_sentences(expl: Explanation, names: ConceptNames | None = None, top: int = 2) -> Explanation:
     """Fill ``sentence`` of every class of ``expl`` (in place) and return it."""
     for cname, ce in expl.classes.items():
-        ce.sentence = (why_sentence(expl, names, top) if cname == expl.target
-                       else why_not_sentence(expl, cname, names, top))
+        ce.sentence = class_sentence(expl, cname, names, top)
     return expl

@@ -10,13 +10,16 @@ from ..concepts.bank import ConceptBank
 
 
 def concept_purity(bank: ConceptBank, part_map: Callable[[str], np.ndarray | None],
-                   part_names: Sequence[str], threshold: float = 0.7) -> dict:
+                   part_names: Sequence[str] | None = None, threshold: float = 0.7) -> dict:
     """Per concept, the share of its members' segment pixels on its most common label.
 
     ``part_map(image_id)`` returns the HxW part-type map of a member's image (0 = background,
-    k = ``part_names[k-1]``) or None when there is none. Background counts as a label of its
-    own, so a concept made of background patches is reported as such, not as a part.
+    k = ``part_names[k-1]``) or None when there is none: usually the reader
+    :func:`vrx.data.images.part_map_reader` gives, whose ``part_names`` are the default. Background
+    counts as a label of its own, so a concept made of background patches is reported as such.
     """
+    if part_names is None:
+        part_names = part_map.part_names  # type: ignore[attr-defined]
     names = ["background", *part_names]
     cache: dict[str, np.ndarray | None] = {}
     classes: dict[str, list[dict]] = {}

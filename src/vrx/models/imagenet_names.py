@@ -7,7 +7,7 @@ from collections import Counter
 from functools import lru_cache
 from importlib.resources import files
 
-from .adapter import normalize_class_name
+from .class_index import normalize_class_name
 
 
 def _package_json(name: str):

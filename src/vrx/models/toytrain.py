@@ -24,15 +24,14 @@ from ..errors import ConfigError, InvalidImageError
 from ..progress import progress as progress_bar
 from ..store import write_json
 from .toycnn import ToyCNN, init_toy_cnn, save_toy_model
+from .toydefaults import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_THREADS
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_THREADS", "load_images", "predict", "split_indices",
+           "train_toy"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 12
-DEFAULT_BATCH_SIZE = 32
 MAX_SHIFT = 6
-# One thread by default: on two shared cores, two OpenMP threads measured 3x slower than one
-# (129 s vs 44 s for the demo run) whenever another process held a core; idle, two are 1.5x faster.
-DEFAULT_THREADS = 1
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:
@@ -101,24 +100,17 @@ def _accuracy(model, images, labels, mean, std) -> float:
 def train_toy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, epochs: int = DEFAULT_EPOCHS,
               seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, val_fraction: float = 0.15,
               test_fraction: float = 0.15, lr: float = 3e-3, weight_decay: float = 1e-4,
-              widths: tuple[int, ...] | None = None, num_threads: int | None = DEFAULT_THREADS,
-              progress: bool = True) -> dict[str, Any]:
+              widths: tuple[int, ...] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a ToyCNN on a rendered folder, save it to ``out_dir`` and return its metrics.
 
-    ``num_threads`` sets torch's intra-op threads for this run only (restored afterwards; None
-    keeps torch's setting).
+    It runs on torch's current thread settings, which it leaves alone; to train as the CLI and the
+    demo do, scope them: ``with vrx.runtime.threads(torch_threads=DEFAULT_THREADS): train_toy(...)``.
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    threads_before = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        return _train(Path(data_dir), Path(out_dir), epochs=epochs, seed=seed, batch_size=batch_size,
-                      val_fraction=val_fraction, test_fraction=test_fraction, lr=lr,
-                      weight_decay=weight_decay, widths=widths, progress=progress)
-    finally:
-        torch.set_num_threads(threads_before)
+    return _train(Path(data_dir), Path(out_dir), epochs=epochs, seed=seed, batch_size=batch_size,
+                  val_fraction=val_fraction, test_fraction=test_fraction, lr=lr,
+                  weight_decay=weight_decay, widths=widths, progress=progress)
 
 
 def _train(data_dir: Path, out_dir: Path, *, epochs: int, seed: int, batch_size: int, val_fraction: float,

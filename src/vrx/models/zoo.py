@@ -133,7 +133,8 @@ def load_toy(path: str | Path, **options: Any) -> ClassifierAdapter:
     missing = [k for k in _REQUIRED if k not in settings]
     if missing:
         raise ModelSpecError(f"toy model {folder}: config.json lacks {missing}")
-    return ClassifierAdapter(model, **settings)
+    # The zoo owns this model: put it on the device once rather than on every adapter call.
+    return ClassifierAdapter(model.to(settings.get("device", "cpu")), **settings)
 
 
 # ---- any Python callable ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from PIL import Image
 from ...errors import ArtifactError, ConfigError, EmptyFolderError
 from ...progress import progress
 from ...store import read_json, write_bytes, write_json
+from ..images import PART_MAP_SUFFIX, part_map_path, read_part_map
 from .classes import DEFAULT_CLASSES, PART_TYPES, STRUCTURE_PAIR
 from .render import render
 from .sample import RANDOM_CLASS, generate_random_scenes, generate_scenes
@@ -26,7 +27,7 @@ from .scene import Scene
 
 log = logging.getLogger(__name__)
 MANIFEST = "toyworld.json"
-PARTS_SUFFIX = ".parts.png"
+PARTS_SUFFIX = PART_MAP_SUFFIX
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -104,9 +105,15 @@ def load_scene(path: str | os.PathLike) -> Scene:
 
 
 def load_part_map(image_path: str | os.PathLike) -> np.ndarray:
-    """The part-type map stored beside an image (``x.png`` → ``x.parts.png``)."""
+    """The part-type map stored beside an image (``x.png`` → ``x.parts.png``); ArtifactError if none.
+
+    A path that is not a ``.png`` is read as the part map itself.
+    """
     p = Path(image_path)
-    parts = p.with_name(p.name[:-len(".png")] + PARTS_SUFFIX) if p.suffix == ".png" else p
-    if not parts.exists():
-        raise ArtifactError(f"{parts}: missing part map for {p}")
-    return np.asarray(Image.open(parts))
+    if p.suffix == ".png":
+        parts, expected = part_map_path(p), p.with_name(p.stem + PARTS_SUFFIX)
+    else:
+        parts, expected = (p if p.exists() else None), p
+    if parts is None:
+        raise ArtifactError(f"{expected}: missing part map for {p}")
+    return read_part_map(parts)

@@ -1,6 +1,6 @@
 """The demo pipeline's stage cache: a second run with the same settings redoes nothing."""
 
-from vrx.pipeline import DemoConfig, Pipeline
+from vrx.demo import DemoConfig, Pipeline
 
 
 def test_second_run_skips_finished_stages(tmp_path):

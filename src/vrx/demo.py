@@ -1,4 +1,4 @@
-"""The whole VRX pipeline on toyworld, stage by stage, as ``vrx demo`` runs it.
+"""``vrx demo``: the whole VRX pipeline on toyworld, stage by stage (through :mod:`vrx.stages`).
 
 Each stage writes its artifact into the output folder and is skipped on a later run when that
 artifact exists and was made with the same settings, so a second run reuses what is cached.
@@ -11,17 +11,21 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import stages
+from .config import Config, check
+from .run import ModelSpec, Run
+from .runtime import DISCOVERY_THREADS, GRN_THREADS, threads
 from .store import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Config):
     """Sizes and seeds of the demo; the defaults finish well inside 15 minutes on 2 cores."""
 
     seed: int = 0
@@ -33,6 +37,13 @@ class DemoConfig:
     n_random: int = 100
     grn_test_fraction: float = 0.35   # of the 450 graph images: >= 150 held out for fidelity
     n_report_samples: int = 6
+
+    def validate(self) -> None:
+        check((len(self.classes) >= 2, f"the demo needs at least two classes, got {list(self.classes)}"),
+              (min(self.n_train_per_class, self.n_images_per_class, self.n_discovery_per_class) >= 1,
+               "image counts must be >= 1"),
+              (self.epochs >= 1, "epochs must be >= 1"),
+              (0 < self.grn_test_fraction < 1, "grn_test_fraction must be in (0, 1)"))
 
 
 @dataclass
@@ -55,7 +66,7 @@ class Pipeline:
         """
         key = self.out / ".stages" / f"{name}.json"
         # As stored: tuples become lists.
-        settings = json.loads(json.dumps(asdict(self.config) | ({"stage": extra} if extra else {})))
+        settings = json.loads(json.dumps(self.config.to_dict() | ({"stage": extra} if extra else {})))
         if not self.ran and key.exists() and read_json(key).get("settings") == settings and done():
             log.info("[%s] up to date, skipped", name)
             self.skipped.append(name)
@@ -87,72 +98,71 @@ class Pipeline:
 
     def train_cnn(self) -> dict[str, Any]:
         """Train the toy CNN (the classifier VRX explains) and return its metrics."""
-        from .models.toytrain import train_toy
+        from .models.toytrain import DEFAULT_THREADS, train_toy
 
-        self.stage("train_cnn", lambda: (self.model_dir / "metrics.json").exists(),
-                   lambda: train_toy(self.train_data, self.model_dir, epochs=self.config.epochs,
-                                     seed=self.config.seed))
+        def run() -> None:
+            with threads(torch_threads=DEFAULT_THREADS):
+                train_toy(self.train_data, self.model_dir, epochs=self.config.epochs, seed=self.config.seed)
+
+        self.stage("train_cnn", lambda: (self.model_dir / "metrics.json").exists(), run)
         return read_json(self.model_dir / "metrics.json")
 
     def discover(self) -> None:
         """Discover each class's concepts on the first ``n_discovery_per_class`` images."""
         from .concepts.config import ConceptConfig
-        from .concepts.discover import concepts_dir, discover
         from .data.images import load_image_folder
 
         c = self.config
         config = ConceptConfig.toyworld(c.seed)
 
         def run() -> None:
-            write_json(self.run / "run.json", {"model": {"model": f"toy:{self.model_dir.resolve()}"},
-                                               "images": str(self.images.resolve())})
+            self.run.write_manifest(self.model_spec, self.images.resolve())
             images = load_image_folder(self.images, c.classes, max_images_per_class=c.n_discovery_per_class)
-            discover(self.adapter(), images, self.run, config)
+            with threads(**DISCOVERY_THREADS):
+                stages.discover(self.run, self.model_spec.load(), images, config)
 
-        self.stage("discover", lambda: (concepts_dir(self.run) / "bank.json").exists(), run, config.to_dict())
+        self.stage("discover", self.run.has_bank, run, config.to_dict())
 
     def graphs(self) -> None:
         """Build every class's graph (and teacher logits) for every image of the VRX image set."""
         from .data.images import load_image_folder
         from .graphs.builder import MatchConfig
-        from .graphs.pipeline import build_graphs
-        from .graphs.scg import GRAPHS_DIR
 
         match = MatchConfig()
-        self.stage("graphs", lambda: (self.run / GRAPHS_DIR / "matches.safetensors").exists(),
-                   lambda: build_graphs(self.adapter(), load_image_folder(self.images, self.config.classes),
-                                        self.run, match), asdict(match))
+        self.stage("graphs", lambda: self.run.matches_path.exists(),
+                   lambda: stages.build_graphs(self.run, self.model_spec.load(),
+                                               load_image_folder(self.images, self.config.classes), match),
+                   match.to_dict())
 
     def train_grn(self) -> dict[str, Any]:
         """Distil the toy CNN into a GRN (with the ablations) and return its metrics."""
-        from .grn.model import GRN_DIR, GRNConfig
-        from .grn.stage import train_grn
+        from .grn.config import DistillConfig
 
         c = self.config
-        metrics_path = self.run / GRN_DIR / "metrics.json"
-        self.stage("train_grn", metrics_path.exists,
-                   lambda: train_grn(self.run, GRNConfig(test_fraction=c.grn_test_fraction, seed=c.seed)))
-        return read_json(metrics_path)
+
+        def run() -> None:
+            with threads(**GRN_THREADS):
+                stages.train_grn(self.run, distill=DistillConfig(test_fraction=c.grn_test_fraction, seed=c.seed))
+
+        self.stage("train_grn", self.run.grn_metrics_path.exists, run)
+        return self.run.grn_metrics()
 
     def report(self) -> Path:
         """Write ``RUN/report.html`` (galleries, fidelity, explained samples) and copy it to OUT."""
-        from .report import write_report
-
         target = self.out / "report.html"
 
         def run() -> None:
-            shutil.copyfile(write_report(self.run, n_samples=self.config.n_report_samples), target)
+            shutil.copyfile(stages.report(self.run, n_samples=self.config.n_report_samples), target)
 
         self.stage("report", target.exists, run)
         return target
 
-    def adapter(self):
-        """The trained toy CNN as a ClassifierAdapter."""
-        from .models import load
-
-        return load(f"toy:{self.model_dir}")
-
     # ------------------------------------------------------------------ paths
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The trained toy CNN, as the run's manifest records it."""
+        return ModelSpec(model=f"toy:{self.model_dir.resolve()}")
+
     @property
     def train_data(self) -> Path:
         """Images the toy CNN is trained on."""
@@ -169,9 +179,9 @@ class Pipeline:
         return self.out / "model"
 
     @property
-    def run(self) -> Path:
+    def run(self) -> Run:
         """The VRX run folder (concepts, graphs, GRN, explanations)."""
-        return self.out / "run"
+        return Run(self.out / "run")
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any]:
@@ -195,21 +205,18 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
         "report": str(report),
         "seconds": p.seconds | {"total": round(time.perf_counter() - t0, 2)},
         "reused_stages": p.skipped,
-        "config": asdict(p.config),
+        "config": p.config.to_dict(),
     }
     write_json(p.out / "summary.json", summary)
     return summary
 
 
-def concept_purity_summary(run: Path) -> dict[str, Any]:
+def concept_purity_summary(run: Run) -> dict[str, Any]:
     """Per class: each concept's purity and part, and how many reach the 0.7 target."""
-    from .concepts.discover import concepts_dir
-
-    path = concepts_dir(run) / "purity.json"
-    if not path.exists():
+    variant = run.bank_purity(run.bank()) if run.purity_path.exists() else None
+    if variant is None:
         return {}
     result = {}
-    variant = next(iter(read_json(path).values()))  # the demo discovers with one setting only
     for cls, rows in variant["classes"].items():
         s = variant["summary"][cls]
         result[cls] = {"purity": [None if r["purity"] is None else round(r["purity"], 3) for r in rows],

@@ -1,0 +1,131 @@
+"""The pipeline's stages on a run folder, as the CLI and ``vrx demo`` both run them.
+
+Each stage reads what the one before wrote into the :class:`~vrx.run.Run` and writes its own
+artifact there: ``discover`` the concept bank, ``build_graphs`` the structural concept graphs,
+``train_grn`` the distilled GRN, ``explain`` per-image records and figures, ``report`` the HTML
+page. The stages take objects (an adapter, an :class:`~vrx.data.images.ImageSet`, settings); parsing
+flags and choosing thread counts belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .run import Run
+
+if TYPE_CHECKING:
+    from .concepts.bank import ConceptBank
+    from .concepts.config import ConceptConfig
+    from .data.images import ImageSet
+    from .graphs.builder import MatchConfig
+    from .graphs.dataset import GraphDataset
+    from .grn.config import DistillConfig, GRNConfig
+    from .grn.distill import Split
+    from .models.adapter import ClassifierAdapter
+
+log = logging.getLogger(__name__)
+
+
+def _run(run: Run | str | os.PathLike) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
+             config: ConceptConfig | None = None, *, compare_gradcam: bool = False,
+             show_progress: bool | None = None) -> tuple[ConceptBank, dict[str, Any]]:
+    """Discover concepts for ``images``' classes: bank, galleries and a summary in ``RUN/concepts/``.
+
+    When the images come with ground-truth part maps (toyworld), concept purity is written too;
+    with ``compare_gradcam`` it holds purity with and without the Grad-CAM filter (the second
+    discovery reuses the cached patch features, so only clustering and TCAV rerun).
+    """
+    from .concepts.config import ConceptConfig
+    from .concepts.extractor import ConceptExtractor
+    from .concepts.gallery import save_gallery
+    from .data.images import part_map_reader
+
+    run = _run(run)
+    config = config or ConceptConfig()
+    by_class = {c: list(images.paths[c]) for c in images.classes}
+
+    def fit(cfg: ConceptConfig) -> ConceptBank:
+        extractor = ConceptExtractor(adapter, cfg, cache_dir=run.patch_cache_dir, show_progress=show_progress)
+        return extractor.fit(by_class, list(images.random_paths)).bank_
+
+    bank = fit(config)
+    run.save_bank(bank)
+    for cls in bank.class_names:
+        save_gallery(bank, cls, run.gallery_path(cls))
+    summary = {"classes": bank.class_names, "model_id": bank.model_id, "layer": bank.layer,
+               "correction": config.tcav.correction, **bank.stats,
+               "concepts": {c: [{"rank": k.rank, "tcav": round(k.tcav, 4), "p_value": k.p_value,
+                                 "size": k.size} for k in bank[c]] for c in bank.class_names}}
+    parts = part_map_reader(images)
+    if parts is not None:
+        from .metrics.purity import concept_purity
+
+        def variant(cfg: ConceptConfig) -> str:
+            return "gradcam" if cfg.gradcam.enabled else "no_gradcam"
+
+        purity = {variant(config): concept_purity(bank, parts, parts.part_names)}
+        if compare_gradcam:
+            other = dataclasses.replace(config, gradcam=dataclasses.replace(
+                config.gradcam, enabled=not config.gradcam.enabled))
+            purity[variant(other)] = concept_purity(fit(other), parts, parts.part_names)
+        run.write_purity(purity)
+        summary["purity"] = {name: p["summary"] for name, p in purity.items()}
+    run.write_concepts_summary(summary)
+    return bank, summary
+
+
+def build_graphs(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
+                 config: MatchConfig | None = None, *, show_progress: bool | None = None) -> GraphDataset:
+    """Graphs of every image in ``images`` (labels kept for reporting only), saved in ``RUN/graphs/``."""
+    from .graphs.builder import SCGBuilder
+
+    run = _run(run)
+    bank = run.bank()
+    builder = SCGBuilder(adapter, bank, config, cache_dir=run.patch_cache_dir, show_progress=show_progress)
+    paths, labels = [], []
+    for cls in images.classes:
+        for p in images.paths[cls]:
+            paths.append(p)
+            labels.append(bank.class_names.index(cls) if cls in bank.class_names else -1)
+    dataset, matches = builder.transform(paths, labels, return_matches=True)
+    run.save_graphs(dataset, matches)
+    return dataset
+
+
+def train_grn(run: Run | str | os.PathLike, config: GRNConfig | None = None,
+              distill: DistillConfig | None = None, *, ablations: bool = True,
+              split: Split | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+    """Distil the classifier into a GRN from the run's graphs; write ``RUN/grn/``; return the metrics."""
+    from .grn.fidelity import fit_and_evaluate
+
+    run = _run(run)
+    dataset = run.graphs()
+    log.info("training GRN on %d images, classes %s", len(dataset), dataset.class_names)
+    distiller, metrics = fit_and_evaluate(dataset, config, distill, ablations=ablations, split=split,
+                                          show_progress=show_progress)
+    run.save_grn(distiller, metrics)
+    return metrics
+
+
+def explain(run: Run | str | os.PathLike, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+            **options: Any) -> list[Path]:
+    """Explain image files with a finished run: ``<name>.json`` and ``<name>.png`` per image."""
+    from .explain import explain_images
+
+    return explain_images(_run(run), images, out_dir, **options)
+
+
+def report(run: Run | str | os.PathLike, **options: Any) -> Path:
+    """Write the run's self-contained HTML report; returns its path."""
+    from .report import write_report
+
+    return write_report(_run(run), **options)

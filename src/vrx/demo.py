@@ -129,10 +129,12 @@ class Pipeline:
         from .graphs.builder import MatchConfig
 
         match = MatchConfig()
-        self.stage("graphs", lambda: self.run.matches_path.exists(),
-                   lambda: stages.build_graphs(self.run, self.model_spec.load(),
-                                               load_image_folder(self.images, self.config.classes), match),
-                   match.to_dict())
+        def run() -> None:
+            with threads(**DISCOVERY_THREADS):
+                stages.build_graphs(self.run, self.model_spec.load(),
+                                    load_image_folder(self.images, self.config.classes), match)
+
+        self.stage("graphs", lambda: self.run.matches_path.exists(), run, match.to_dict())
 
     def train_grn(self) -> dict[str, Any]:
         """Distil the toy CNN into a GRN (with the ablations) and return its metrics."""

@@ -31,9 +31,11 @@ def threads(torch_threads: int | None = None, blas_threads: int | None = None) -
         yield
 
 
-#: Discovery's matrix products are small (tens of rows): a multi-threaded BLAS spends more time
-#: waking threads than computing, measured up to 60x slower on a loaded machine.
-DISCOVERY_THREADS: dict[str, int] = {"blas_threads": 1}
+#: Discovery and graph building (both extract patches): the matrix products are small (tens of
+#: rows) and the per-patch resizing ops tiny, so extra threads spend more time waking than
+#: computing: a multi-threaded BLAS measured up to 60x slower on a loaded machine, and patch
+#: extraction at 2 torch threads 114 vs 679 ms per toyworld image under load (bench_patches.py).
+DISCOVERY_THREADS: dict[str, int] = {"torch_threads": 1, "blas_threads": 1}
 #: GRN ops are tiny (a few thousand multiply-adds per graph): one torch thread is fastest; more
 #: threads on a busy 2-core machine made training steps ~50x slower in measurement (docs/grn.md).
 GRN_THREADS: dict[str, int] = {"torch_threads": 1}

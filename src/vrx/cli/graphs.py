@@ -26,10 +26,12 @@ def run(args: argparse.Namespace) -> int:
     from ..graphs.builder import MatchConfig
     from ..graphs.dataset import describe
     from ..run import Run
+    from ..runtime import DISCOVERY_THREADS, threads
 
     run = Run(args.run)
     images = load_image_folder(args.images, max_images_per_class=args.max_images)
-    ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))
+    with threads(**DISCOVERY_THREADS):
+        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))
     print(describe(ds))
     print(f"graphs: {run.graphs_dir}")
     return 0

@@ -28,16 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vrx import stages
 from vrx.cli.discover import format_summary
 from vrx.concepts.config import ConceptConfig
-from vrx.concepts.discover import discover
 from vrx.concepts.features import PatchFeaturizer
 from vrx.concepts.segmentation import segment_image
 from vrx.data.images import load_image, load_image_folder
 from vrx.data.toyworld import render_dataset
-from vrx.models import load
+from vrx.models import DEFAULT_THREADS, load
 from vrx.models.adapter import ClassifierAdapter
 from vrx.models.toytrain import train_toy
+from vrx.run import Run
+from vrx.runtime import threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_patches import photos, toy_images  # noqa: E402  (a sibling script, not a package)
@@ -145,7 +147,8 @@ def main() -> None:
     if args.model is None:
         if not (out / "model" / "metrics.json").exists():
             render_dataset(out / "train", 400, seed=0, n_random=0)
-            train_toy(out / "train", out / "model", seed=0)
+            with threads(torch_threads=DEFAULT_THREADS):
+                train_toy(out / "train", out / "model", seed=0)
         args.model = f"toy:{out / 'model'}"
     adapter = load(args.model)
     images_dir = out / "images"
@@ -155,16 +158,20 @@ def main() -> None:
     ratio = featurise_ratio(adapter, [load_image(p) for p in images.paths[images.classes[0]][:args.images]],
                             args.reps, args.batch)
     print("featurising:", json.dumps(ratio))
-    run = out / "run"
-    for cache in (run / "cache").glob("**/*.safetensors"):
+    run = Run(out / "run")
+    for cache in run.patch_cache_dir.glob("**/*.safetensors"):
         cache.unlink()  # time discovery from a cold cache
     t0 = time.perf_counter()
-    _, summary = discover(adapter, images, run, ConceptConfig(), compare_gradcam=True, show_progress=False)
+    # Discovery's thread settings (see vrx.concepts.patches): one BLAS thread, one torch thread
+    # unless --threads says otherwise.
+    with threads(torch_threads=args.threads or 1, blas_threads=1):
+        _, summary = stages.discover(run, adapter, images, ConceptConfig(), compare_gradcam=True,
+                                     show_progress=False)
     total = time.perf_counter() - t0
     print(format_summary(summary))
     print(f"total discovery time, {len(images.classes)} classes x {args.n_per_class} images "
           f"(with the no-Grad-CAM comparison run): {total:.1f} s")
-    purity = json.loads((run / "concepts" / "purity.json").read_text())
+    purity = json.loads(run.purity_path.read_text())
     for variant, p in purity.items():
         for cls, rows in p["classes"].items():
             print(f"[{variant}] {cls}: " + ", ".join(

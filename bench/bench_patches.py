@@ -7,8 +7,13 @@ warm-up; the fastest rep is kept per image (the machine's 2 cores are shared, an
 least disturbed estimate), and the table reports the median over images. The load average is
 printed before and after: other work on the machine inflates both sides, SLIC and patching alike.
 A second table splits patching into segment_image and extract_patches (to the model's input size).
+Patching runs on ``--threads`` torch intra-op threads (default 1, what discovery should run with:
+extract_patches sets no thread count itself). ``--compare-threads`` instead times extract_patches on
+1 and on 2 torch threads, interleaved, and checks that both give the same patches bit for bit
+(the measurement quoted in vrx/concepts/patches.py).
 
-    python bench/bench_patches.py [--reps 3] [--toy 10]
+    python bench/bench_patches.py [--reps 3] [--toy 10] [--threads 1]
+    python bench/bench_patches.py --compare-threads [--reps 5] [--toy 8]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from skimage.segmentation import slic
 from vrx.concepts.config import ConceptConfig
 from vrx.concepts.patches import extract_patches
 from vrx.concepts.segmentation import SegmentationConfig, segment_image
+from vrx.runtime import threads
 
 FILL = (0.498, 0.498, 0.498)  # EfficientNet-Lite0's zero in [0, 1] space
 
@@ -123,11 +129,46 @@ def run(images: list[np.ndarray], config: SegmentationConfig, reps: int) -> dict
     return med
 
 
+def compare_threads(groups: list[tuple[str, list[np.ndarray], SegmentationConfig, int]], reps: int) -> None:
+    """Per group, median over images of the best-of-``reps`` extraction time on 1 and 2 torch threads."""
+    print(f"extract_patches on 1 vs 2 torch threads; {os.cpu_count()} cores; load average {load_average()}")
+    for name, images, config, size in groups:
+        segs = [segment_image(im, config) for im in images]
+        best: dict[int, list[float]] = {1: [np.inf] * len(images), 2: [np.inf] * len(images)}
+        first: dict[int, list[torch.Tensor]] = {}
+        for _ in range(reps + 1):  # the first round warms up
+            for n in (1, 2):
+                with threads(torch_threads=n):
+                    for i, (im, sg) in enumerate(zip(images, segs)):
+                        t0 = time.perf_counter()
+                        out = extract_patches(im, sg, FILL, (size, size))
+                        best[n][i] = min(best[n][i], time.perf_counter() - t0)
+                        if len(first.setdefault(n, [])) < len(images):
+                            first[n].append(out)
+        same = all(torch.equal(a, b) for a, b in zip(first[1], first[2]))
+        print(f"{name + f' -> {size}':42s} {statistics.median(len(s) for s in segs):5.0f} patches/img  "
+              f"1 thread {1000 * statistics.median(best[1]):7.1f} ms  2 threads "
+              f"{1000 * statistics.median(best[2]):7.1f} ms  identical: {same}")
+    print(f"load average after: {load_average()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--toy", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for patching")
+    parser.add_argument("--compare-threads", action="store_true", help="time extract_patches on 1 vs 2 threads")
     args = parser.parse_args()
+    if args.compare_threads:
+        compare_threads([("toy 128px, toyworld preset", toy_images(args.toy)[0], ConceptConfig.toyworld().segmentation,
+                          128), ("photos 224px (skimage.data)", photos()[:6], SegmentationConfig(), 224)], args.reps)
+        return
+    with threads(torch_threads=args.threads):
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    """The two tables of the module docstring."""
     config = SegmentationConfig()
     toy_config = ConceptConfig.toyworld().segmentation
     toys, source = toy_images(args.toy)

@@ -7,6 +7,7 @@ what it finds on a trained model is measured by bench/bench_concepts.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -109,6 +110,25 @@ def test_bank_round_trips_exactly(tmp_path, discovered):
     assert hand["a"][0].radius(1.0) == pytest.approx(hand["a"][0].cluster_distances.max())
     with pytest.raises(UnknownClassError):
         hand["zebra"]
+
+
+def test_bank_config_is_typed_and_old_banks_load(tmp_path):
+    bank = _hand_made_bank()
+    assert isinstance(bank.config, ConceptConfig) and bank.config == FAST
+    bank.save(tmp_path)
+    meta = json.loads((tmp_path / "bank.json").read_text())
+    assert meta["config"] == json.loads(json.dumps(FAST.to_dict()))  # written as its dict
+    assert ConceptBank.load(tmp_path).config == FAST
+    # A bank.json from before a key existed: the key takes its default.
+    del meta["config"]["tcav"]["activations"], meta["config"]["segmentation"]["features"], meta["config"]["seed"]
+    (tmp_path / "bank.json").write_text(json.dumps(meta))
+    old = ConceptBank.load(tmp_path).config
+    assert old.tcav.activations == "patch" and old.segmentation.features == "crop" and old.seed == 0
+    assert old.cluster == FAST.cluster
+    meta["config"]["nonsense"] = 1
+    (tmp_path / "bank.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="nonsense"):
+        ConceptBank.load(tmp_path)
 
 
 def test_corrupt_bank_is_named(tmp_path):

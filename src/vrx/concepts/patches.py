@@ -20,13 +20,13 @@ Speed (bench/bench_patches.py), measured choices:
   (:func:`vrx.concepts.fastpaths.empty_output`: 43 ms of first-touch page faults down to 12 ms);
 - threads: the per-patch ops are tiny, so more torch intra-op threads only add fork/join waits.
   This module sets no thread count (that is process-wide state, for the program's edge to scope
-  with ``vrx.runtime.threads``). Measured on the shared 2-core machine, torch at 2 threads, best of
-  5 reps per image, median over images, outputs bit-identical in every case: extraction inside the
-  former ``one_thread()`` block (torch at 1 thread) vs at 2 threads took, idle, 48.9 vs 44.1 ms
-  per toyworld image (250 patches at 128 px) and 63.1 vs 60.8 ms per photo (112 patches at 224 px);
-  with one core busy with other work, 48.4 vs 123.5 ms and 84.1 vs 215.7 ms (earlier, under a
-  heavier load, 64 vs 530 ms). So on shared cores, run whatever extracts patches (discovery, graph
-  building) under ``vrx.runtime.threads(torch_threads=1)``.
+  with ``vrx.runtime.threads``). Measured on the shared 2-core machine (best of 5 reps per image,
+  median over images; the patches are bit-identical on 1 and 2 threads in every case), extraction
+  on 1 vs 2 torch threads took, idle, 48.9 vs 44.1 ms per toyworld image (250 patches at 128 px)
+  and 63.1 vs 60.8 ms per photo (112 patches at 224 px); with one core busy with other work, 48.4
+  vs 123.5 ms and 84.1 vs 215.7 ms; at load average 4-6, 114 vs 679 ms and 195 vs 1308 ms
+  (``bench/bench_patches.py --compare-threads``). So on shared cores, run whatever extracts
+  patches (discovery, graph building) under ``vrx.runtime.threads(torch_threads=1)``.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ __all__ = ["Segment", "SegmentationConfig", "check_image", "segment_image", "sel
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_CONFIG = SegmentationConfig()  # frozen, so one shared default is safe
+
 
 @dataclass
 class Segment:
@@ -146,7 +148,7 @@ def select_labels(maps: list[np.ndarray], config: SegmentationConfig, *,
     return result
 
 
-def segment_image(image: np.ndarray, config: SegmentationConfig = SegmentationConfig(), *,
+def segment_image(image: np.ndarray, config: SegmentationConfig = _DEFAULT_CONFIG, *,
                   keep_mask: np.ndarray | None = None, min_inside: float = 1.0) -> list[Segment]:
     """SLIC at each resolution; tiny and near-duplicate segments removed; optional foreground filter.
 

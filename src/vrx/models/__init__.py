@@ -26,7 +26,11 @@ _LAZY = {
     "SPEC_FORMS": "zoo", "load": "zoo", "read_class_names": "zoo",
 }
 
-__all__ = sorted([*_LAZY, "DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_THREADS"])
+__all__ = [
+    "DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_THREADS", "SPEC_FORMS", "ClassIndex", "ClassifierAdapter",
+    "LayerGradients", "Prediction", "capture", "evaluating", "load", "normalize_class_name", "read_class_names",
+    "resize", "to_tensor", "validate_images",
+]
 
 
 def __getattr__(name: str) -> Any:

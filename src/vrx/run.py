@@ -76,6 +76,17 @@ class Manifest(Config):
                f"format_version {self.format_version!r}, this vrx reads {MANIFEST_VERSION}"))
 
 
+class _Entry:
+    """A fixed path inside the run folder, read as an attribute: ``Run(p).graphs_dir == p / "graphs"``."""
+
+    def __init__(self, *parts: str, doc: str | None = None):
+        self.parts = parts
+        self.__doc__ = doc or "RUN/" + "/".join(parts)
+
+    def __get__(self, run: Run | None, owner: type | None = None) -> Any:
+        return self if run is None else run.path.joinpath(*self.parts)
+
+
 class Run:
     """A run folder: its layout, and typed access to every artifact in it."""
 
@@ -89,53 +100,20 @@ class Run:
         return str(self.path)
 
     # ------------------------------------------------------------------ layout
-    @property
-    def manifest_path(self) -> Path:
-        return self.path / "run.json"
-
-    @property
-    def concepts_dir(self) -> Path:
-        """The concept bank's folder."""
-        return self.path / "concepts"
-
-    @property
-    def purity_path(self) -> Path:
-        """Concept purity against ground-truth parts (toyworld only)."""
-        return self.concepts_dir / "purity.json"
-
-    @property
-    def concepts_summary_path(self) -> Path:
-        return self.concepts_dir / "summary.json"
+    manifest_path = _Entry("run.json")
+    concepts_dir = _Entry("concepts", doc="The concept bank's folder.")
+    purity_path = _Entry("concepts", "purity.json", doc="Concept purity against ground-truth parts (toyworld).")
+    concepts_summary_path = _Entry("concepts", "summary.json")
+    patch_cache_dir = _Entry("cache", "patches", doc="Patch features shared by discovery, graphs and explaining.")
+    graphs_dir = _Entry("graphs")
+    matches_path = _Entry("graphs", "matches.safetensors", doc="Where each graph node was found.")
+    grn_dir = _Entry("grn")
+    grn_metrics_path = _Entry("grn", "metrics.json")
+    report_path = _Entry("report.html")
 
     def gallery_path(self, class_name: str) -> Path:
         """The gallery figure of one class's concepts."""
         return self.concepts_dir / class_name / "gallery.png"
-
-    @property
-    def patch_cache_dir(self) -> Path:
-        """Patch features shared by discovery, graph building and explaining."""
-        return self.path / "cache" / "patches"
-
-    @property
-    def graphs_dir(self) -> Path:
-        return self.path / "graphs"
-
-    @property
-    def matches_path(self) -> Path:
-        """Where each graph node was found (boxes, patches, distances)."""
-        return self.graphs_dir / "matches.safetensors"
-
-    @property
-    def grn_dir(self) -> Path:
-        return self.path / "grn"
-
-    @property
-    def grn_metrics_path(self) -> Path:
-        return self.grn_dir / "metrics.json"
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / "report.html"
 
     def experiment_dir(self, name: str) -> Path:
         """The folder an experiment writes its records into."""

@@ -387,3 +387,37 @@ def test_match_config_is_a_validated_settings_object():
     for bad in ({"min_inside": 1.5}, {"radius_quantile": -0.1}, {"use_gradcam": "yes"}, {"nodes": 1}):
         with pytest.raises(ConfigError):
             MatchConfig.from_dict(bad)
+
+
+def test_masked_images_have_their_own_graphs(adapter, image, patches):
+    """A masked image's node features are its own context (re-pooled), and nodes on the masked
+    patch are removed with it (Teacher.covered)."""
+    import torch.nn.functional as F
+
+    f = patches.features
+    red, blue = patch_at(patches, RED), patch_at(patches, BLUE)
+    # The same patch in two class graphs: masking one covers the other.
+    bank = make_bank(adapter, {"school_bus": [f[red], f[blue]], "fire_engine": [f[blue], f[red]]})
+    _, ds, _ = build(adapter, bank, [image])
+    t = ds.teacher
+    assert t.covered is not None and t.masked_x is not None
+    assert ds.graphs.present[0].all()
+    assert t.covered[0, 0, 0].tolist() == [[True, False], [False, True]]   # red in both graphs
+    assert t.covered[0, 0, 1].tolist() == [[False, True], [True, False]]   # blue in both graphs
+    # Re-pooled context of the blue node when red is masked, computed independently.
+    masked = image.copy()
+    masked[patches.masks[red]] = adapter.fill_value.numpy()
+    act = adapter.activations([masked])
+    w = F.adaptive_avg_pool2d(torch.from_numpy(patches.masks[blue])[None, None].float(), act.shape[-2:])
+    want = (act * w).sum((2, 3))[0] / w.sum()
+    torch.testing.assert_close(t.masked_x[0, 0, 0, 0, 1], want, rtol=1e-4, atol=1e-5)
+    # The variant the GRN is trained and judged on: covered nodes gone, the others' own features.
+    v = t.variants(ds.graphs, torch.tensor([0]), torch.tensor([0]), torch.tensor([0]))
+    assert v.present[0].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    torch.testing.assert_close(v.x[0, 0, 1], want, rtol=1e-4, atol=1e-5)
+
+
+def test_logits_and_activations_match_separate_calls(adapter, image):
+    logits, acts = adapter.logits_and_activations([image, image[::-1].copy()])
+    torch.testing.assert_close(logits, adapter.logits([image, image[::-1].copy()]))
+    torch.testing.assert_close(acts, adapter.activations([image, image[::-1].copy()]))

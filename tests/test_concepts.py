@@ -102,10 +102,12 @@ def test_bank_round_trips_exactly(tmp_path, discovered):
                 np.testing.assert_array_equal(a.thumbnails, b.thumbnails)
                 np.testing.assert_array_equal(a.cluster_distances, b.cluster_distances)
                 assert (a.tcav, a.p_value, a.cluster, a.size, a.rank) == (b.tcav, b.p_value, b.cluster, b.size, b.rank)
+                assert a.importance == b.importance or (np.isnan(a.importance) and np.isnan(b.importance))
                 for ma, mb in zip(a.members, b.members):
                     assert (ma.image, ma.bbox, ma.resolution, ma.distance) == (mb.image, mb.bbox, mb.resolution, mb.distance)
                     np.testing.assert_array_equal(ma.mask, mb.mask)
                     assert ma.full_mask().sum() == ma.mask.sum()
+    assert all(np.isfinite(c.importance) for cs in discovered[1].concepts.values() for c in cs)
     hand = _hand_made_bank()
     assert hand["a"][0].radius(1.0) == pytest.approx(hand["a"][0].cluster_distances.max())
     with pytest.raises(UnknownClassError):
@@ -175,3 +177,74 @@ def test_discover_cli_presets():
     assert toy == dataclasses.replace(want, gradcam=dataclasses.replace(want.gradcam, enabled=False))
     with pytest.raises(ConfigError, match="give one"):
         cli.discovery_config(parser.parse_args([*base, "--preset", "toyworld", "--config", "c.json"]))
+
+
+def test_selection_skips_duplicates_and_names_the_rule():
+    from vrx.concepts.selection import coverage, footprints, overlap, select
+
+    a = np.zeros((8, 8), bool)
+    a[:4] = True
+    b = a.copy()
+    b[:, :2] = False
+    fa = footprints([(i, a) for i in range(4)])
+    fb = footprints([(i, b) for i in range(4)])
+    assert overlap(fa, fb) == 1.0                              # b lies wholly on a
+    assert overlap(fa, footprints([(i, ~a) for i in range(4)])) == 0.0
+    assert overlap(fa, footprints([(0, b), (1, b)])) == 0.0     # too few shared images to judge
+    assert coverage(np.array([[0.0, 0.0], [3.0, 0.0]]), np.zeros(2), 1.0) == 0.5
+    sim = {(1, 0): 0.9, (2, 0): 0.1, (3, 0): 0.2, (3, 2): 0.3}
+    kept, why = select([0, 1, 2, 3, 4], 3, 0.5, lambda c, k: sim.get((c, k), 0.0), name=lambda i: f"c{i}")
+    assert kept == [0, 2, 3]
+    assert why == {1: "duplicate of c0 (similarity 0.90 > 0.5)", 4: "not in the top 3"}
+
+
+def test_masking_effect_measures_the_class_logit_drop():
+    import torch
+    from torch import nn
+
+    from vrx.concepts.importance import effect_significance, masking_effect
+    from vrx.models.adapter import ClassifierAdapter
+
+    class Corner(nn.Module):  # class 0's logit is the mean of the top-left quarter's red channel
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Identity()
+
+        def forward(self, x):
+            q = self.features(x)[:, 0, :8, :8].mean((1, 2))
+            return torch.stack([q, torch.zeros_like(q), -q], 1)
+
+    adapter = ClassifierAdapter(Corner(), input_size=16, mean=0.0, std=1.0, bottleneck="features",
+                                class_names=["a", "b", "c"])
+    image = np.ones((16, 16, 3), np.float32)
+    corner = np.zeros((16, 16), bool)
+    corner[:4, :4] = True
+    elsewhere = np.zeros((16, 16), bool)
+    elsewhere[12:, 12:] = True
+    drops = masking_effect(adapter, [image], [(0, corner), (0, elsewhere)], class_id=0)
+    np.testing.assert_allclose(drops, [0.25, 0.0], atol=1e-6)      # 16 of 64 corner pixels set to 0
+    # Against the mean of the other classes (b: 0, c: -q): a part that moves them too counts less.
+    margin = masking_effect(adapter, [image], [(0, corner)], class_id=0, others=[0, 1, 2])
+    np.testing.assert_allclose(margin, [0.25 - (0 - 0.25) / 2], atol=1e-6)
+    assert effect_significance(np.array([0.2, 0.3, 0.25, 0.22])) < 0.01
+    assert effect_significance(np.array([0.1, -0.1, 0.05, -0.05])) > 0.3
+
+
+def test_acceptance_rules_name_what_they_reject():
+    from vrx.concepts.clustering import rejection
+
+    assert rejection(10, 10, 50, min_size=20) == "size: 10 patches <= minimum 20"
+    assert rejection(200, 12, 50, min_size=20) == "spread: 200 patches from only 12 of 50 images"
+    assert rejection(60, 31, 50, min_size=20) is None
+
+
+def test_concepts_rank_by_masking_effect_and_every_candidate_says_why(discovered):
+    bank = discovered[1]
+    for cls in bank.class_names:
+        imps = [c.importance for c in bank[cls]]
+        assert imps == sorted(imps, reverse=True)
+        chosen = [r for r in bank.candidates[cls] if r["selection"] == "chosen"]
+        assert sorted(r["cluster"] for r in chosen) == sorted(c.cluster for c in bank[cls])
+        for r in bank.candidates[cls]:
+            assert r["selection"] == "chosen" or r["selection"].startswith(("not significant", "not evidence", "duplicate of", "not in the top"))
+        assert set(bank.stats["per_class"][cls]["rejected"]) >= {f"cluster {r['cluster']}" for r in bank.candidates[cls] if r["selection"] != "chosen"}

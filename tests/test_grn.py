@@ -363,3 +363,39 @@ def test_fit_and_evaluate_reports_baseline_and_labels():
     assert m["shape"] == d.model_.graph_shape.to_dict() and m["epochs_run"] == len(d.history_)
     assert m["teacher_label_accuracy"] is not None and m["n_masked_test"] > 0
     json.dumps(m)                                   # JSON-ready (no NaN, no tensors)
+
+
+def test_absent_concepts_contribute_nothing_and_block_head_reads_own_graph():
+    from vrx.interpret import Interpreter
+
+    batch = random_batch(b=3)
+    model = model_for(batch)                      # zero_absent by default
+    con = Interpreter(model).contributions(batch)
+    absent = batch.present == 0                   # [B, K, N]
+    assert absent.any()
+    assert con.node.permute(0, 2, 3, 1)[absent].abs().max() == 0   # every output, every absent node
+    # Without zero_absent an absent node adds a learned constant (the paper's dummy).
+    old = Interpreter(model_for(batch, zero_absent=False)).contributions(batch)
+    assert old.node.permute(0, 2, 3, 1)[absent].abs().max() > 0
+    # Block head: output c does not move when another class graph changes.
+    block = model_for(batch, head="block")
+    other = SCGBatch(batch.x.clone(), batch.present, batch.pos, batch.class_names)
+    other.x[:, 1] += 3.0
+    out, out2 = block(batch), block(other)
+    torch.testing.assert_close(out[:, [0, 2]], out2[:, [0, 2]])
+    assert not torch.allclose(out[:, 1], out2[:, 1])
+    assert Interpreter(block).contributions(batch).residual.abs().max() < 1e-4
+    with pytest.raises(ConfigError, match="block head is linear"):
+        GRNConfig(head="block", head_hidden=(8,))
+
+
+def test_effect_loss_trains_the_response_to_a_masked_concept():
+    from vrx.grn.distill import effect_loss
+
+    p = torch.tensor([[2.0, 0.0, 0.0]])
+    assert effect_loss(p, p - torch.tensor([[1.0, 0, 0]]), p, p - torch.tensor([[1.0, 0, 0]])) == 0
+    assert effect_loss(p, p, p, p - torch.tensor([[1.0, 0, 0]])) > 0.1
+    ds = presence_task(96, K=3, N=4, D=6, seed=2)
+    cfg = dataclasses.replace(DistillConfig(epochs=40, seed=0), effect_weight=4.0)
+    m = evaluate(Distiller(SMALL, cfg).fit(ds).model_, ds)
+    assert m["fidelity_top1"] > 0.9 and m["masked_fidelity_top1"] > 0.9 and m["masked_effect_corr"] > 0.7

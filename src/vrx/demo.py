@@ -197,11 +197,15 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     grn = p.train_grn()
     report = p.report()
     summary = {
+        "seed": p.config.seed,
         "cnn_test_accuracy": metrics["test_accuracy"],
         "cnn_val_accuracy": metrics["val_accuracy"],
         "concept_purity": concept_purity_summary(p.run),
         "grn_fidelity_top1": grn["fidelity_top1"],
         "grn_fidelity_l1": grn["fidelity_l1"],
+        "grn_masked_fidelity_top1": grn.get("masked_fidelity_top1"),
+        "grn_masked_effect_corr": grn.get("masked_effect_corr"),
+        "own_concepts_positive": grn.get("own_concepts_positive"),
         "grn_n_test": grn["n_test"],
         "grn_ablations": {name: a["fidelity_top1"] for name, a in grn.get("ablations", {}).items()},
         "report": str(report),

@@ -102,12 +102,13 @@ def classes_section(run: Run, bank: ConceptBank) -> str:
         if not concepts:
             parts.append(f'<p class="note">No significant concept was found for {_e(cls)} '
                          f"({n_cand} candidate cluster(s) tested).</p>")
-        head = ["concept", "TCAV", "± std", "p-value", "significant", "members", "cluster size", "CAV accuracy"]
+        head = ["concept", "importance", "TCAV", "± std", "TCAV p-value", "significant", "members", "cluster size",
+                "CAV accuracy"]
         if purity is not None:
             head += ["part", "purity"]
         rows = []
         for c in concepts:
-            row = [f"{_e(cls)}/{c.rank}", _num(c.tcav), _num(c.tcav_std), _pvalue(c.p_value),
+            row = [f"{_e(cls)}/{c.rank}", _num(c.importance), _num(c.tcav), _num(c.tcav_std), _pvalue(c.p_value),
                    _num(bool(c.significant)), str(len(c.members)), str(c.size), _num(c.cav_accuracy)]
             if purity is not None:
                 p = purity.get(cls, {}).get(c.rank, {})

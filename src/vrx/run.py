@@ -107,6 +107,7 @@ class Run:
     patch_cache_dir = _Entry("cache", "patches", doc="Patch features shared by discovery, graphs and explaining.")
     graphs_dir = _Entry("graphs")
     matches_path = _Entry("graphs", "matches.safetensors", doc="Where each graph node was found.")
+    localization_path = _Entry("graphs", "localization.json", doc="Whether nodes sit on their parts (toyworld).")
     grn_dir = _Entry("grn")
     grn_metrics_path = _Entry("grn", "metrics.json")
     report_path = _Entry("report.html")
@@ -207,6 +208,11 @@ class Run:
         folder = save_graph_dataset(self.graphs_dir, dataset)
         matches.save(self.matches_path)
         return folder
+
+    def write_localization(self, figures: dict[str, Any]) -> Path:
+        from .store import write_json
+
+        return write_json(self.localization_path, figures)
 
     def graphs_meta(self) -> dict[str, Any]:
         """The graphs' JSON metadata (image ids and paths, settings) without loading the tensors."""

@@ -98,7 +98,29 @@ def build_graphs(run: Run | str | os.PathLike, adapter: ClassifierAdapter, image
             labels.append(bank.class_names.index(cls) if cls in bank.class_names else -1)
     dataset, matches = builder.transform(paths, labels, return_matches=True)
     run.save_graphs(dataset, matches)
+    figures = localization_figures(run, dataset, images)
+    if figures is not None:
+        run.write_localization(figures)
     return dataset
+
+
+def localization_figures(run: Run, dataset: GraphDataset, images: ImageSet) -> dict[str, Any] | None:
+    """Localisation of the run's part-named concepts on ``dataset``'s held-out images, or None
+    when the images have no part maps or the run no purity (see :mod:`vrx.metrics.localization`)."""
+    from .data.images import part_map_reader
+    from .metrics.localization import localization
+
+    bank = run.bank()
+    parts, purity = part_map_reader(images), run.bank_purity(bank)
+    if parts is None or purity is None:
+        return None
+    concept_parts = {(cls, r["rank"]): (r["part"], r["purity"])
+                     for cls, rows in purity["classes"].items() for r in rows}
+    discovered = bank.stats.get("discovery_images")
+    held_out = None if discovered is None else (
+        set(dataset.image_ids) - {i for ids in discovered.values() for i in ids})
+    return localization(dataset.graphs.present.numpy(), dataset.graphs.pos.numpy(), dataset.image_ids,
+                        dataset.labels, dataset.class_names, concept_parts, parts, parts.part_names, held_out)
 
 
 def train_grn(run: Run | str | os.PathLike, config: GRNConfig | None = None,
@@ -112,8 +134,23 @@ def train_grn(run: Run | str | os.PathLike, config: GRNConfig | None = None,
     log.info("training GRN on %d images, classes %s", len(dataset), dataset.class_names)
     distiller, metrics = fit_and_evaluate(dataset, config, distill, ablations=ablations, split=split,
                                           show_progress=show_progress)
+    metrics["own_concepts_positive"] = _own_concepts_positive(distiller, dataset)
     run.save_grn(distiller, metrics)
     return metrics
+
+
+def _own_concepts_positive(distiller: Any, dataset: Any) -> float | None:
+    """On held-out images the classifier gets right, the share where the class's own concepts sum positive."""
+    import torch
+
+    from .interpret.contributions import own_concepts_positive
+
+    test = dataset.subset(distiller.split_.test)
+    labels = torch.tensor(test.labels, dtype=torch.long)
+    right = (test.teacher.logits.argmax(-1) == labels).nonzero().flatten()
+    if len(right) == 0:
+        return None
+    return own_concepts_positive(distiller.model_, test.graphs[right], labels[right].tolist())
 
 
 def explain(run: Run | str | os.PathLike, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,

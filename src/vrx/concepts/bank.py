@@ -44,7 +44,7 @@ class Concept:
     """A ranked visual concept of one class."""
 
     class_name: str
-    rank: int                  # 1 = most important (highest TCAV score among significant)
+    rank: int                  # 1 = most important among the chosen (see ConceptConfig.tcav.rank_by)
     cluster: int               # k-means label it came from
     center: np.ndarray         # [C] mean channel feature
     tcav: float                # mean TCAV score over random sets
@@ -53,6 +53,7 @@ class Concept:
     significant: bool
     cav_accuracy: float
     size: int                  # patches in the cluster
+    importance: float = float("nan")  # mean class-logit drop when its patches are masked (NaN: not measured)
     members: list[Member] = field(default_factory=list)
     cluster_distances: np.ndarray | None = None  # sorted distances of all cluster patches to the centre
     thumbnails: np.ndarray | None = None   # [k, h, w, 3] uint8 best examples, nearest first
@@ -136,7 +137,7 @@ class ConceptBank:
                 entries.append({
                     "rank": c.rank, "cluster": c.cluster, "tcav": c.tcav, "tcav_std": c.tcav_std,
                     "p_value": c.p_value, "significant": c.significant, "cav_accuracy": c.cav_accuracy,
-                    "size": c.size, "n_members": len(c.members),
+                    "size": c.size, "importance": None if np.isnan(c.importance) else c.importance, "n_members": len(c.members),
                     "members": [{"image": m.image, "resolution": m.resolution, "bbox": list(m.bbox),
                                  "image_shape": list(m.image_shape), "distance": m.distance,
                                  "n_bytes": int(b.size)} for m, b in zip(c.members, bits)]})
@@ -185,5 +186,6 @@ def _concept_from(class_name: str, e: dict[str, Any], tensors: dict[str, np.ndar
     return Concept(class_name=class_name, rank=e["rank"], cluster=e["cluster"],
                    center=tensors[f"{key}/center"], tcav=e["tcav"], tcav_std=e["tcav_std"],
                    p_value=e["p_value"], significant=e["significant"], cav_accuracy=e["cav_accuracy"],
-                   size=e["size"], members=members, thumbnails=tensors.get(f"{key}/thumbnails"),
+                   size=e["size"], members=members,
+                   importance=float("nan") if e.get("importance") is None else float(e["importance"]), thumbnails=tensors.get(f"{key}/thumbnails"),
                    cluster_distances=tensors.get(f"{key}/cluster_distances"))

@@ -94,7 +94,13 @@ class ClusterConfig(Config):
 
 @dataclass(frozen=True)
 class TCAVConfig(Config):
-    """CAVs against random patch sets and the significance test that ranks concepts."""
+    """CAVs against random patch sets, the significance test, and how significant clusters are ranked.
+
+    ``rank_by="importance"`` orders them by their masking effect (the class-logit drop when the
+    concept's patches are removed, :mod:`vrx.concepts.importance`), ``"tcav"`` by TCAV score (ACE;
+    it saturates at 1.0 on many networks). A cluster whose footprint overlaps an already chosen one by
+    more than ``max_overlap`` is skipped as its duplicate (:mod:`vrx.concepts.selection`; 1 keeps all).
+    """
 
     n_random_sets: int = 20
     random_set_size: int = 50
@@ -106,6 +112,8 @@ class TCAVConfig(Config):
     # clustered) or "context" (the image's own bottleneck map over the patch's segment, i.e. the
     # concept where and as the network saw it). The class gradients are always of whole images.
     activations: str = "patch"
+    rank_by: str = "importance"
+    max_overlap: float = 0.5
 
     def validate(self) -> None:
         """Raise ConfigError for out-of-range values."""
@@ -114,7 +122,9 @@ class TCAVConfig(Config):
               (0 < self.alpha < 1, "tcav.alpha must be in (0, 1)"),
               (self.correction in ("holm", "bonferroni"), "tcav.correction must be 'holm' or 'bonferroni'"),
               (self.n_concepts >= 1, "tcav.n_concepts must be >= 1"),
-              (self.activations in ("patch", "context"), "tcav.activations must be 'patch' or 'context'"))
+              (self.activations in ("patch", "context"), "tcav.activations must be 'patch' or 'context'"),
+              (self.rank_by in ("importance", "tcav"), "tcav.rank_by must be 'importance' or 'tcav'"),
+              (0 <= self.max_overlap <= 1, "tcav.max_overlap must be in [0, 1]"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from .clustering import Cluster, cluster_patches
 from .config import ConceptConfig
 from .features import ImagePatches, PatchFeaturizer
 from .gradcam import class_foreground
+from .importance import effect_significance, masking_effect
 from .inputs import ImageInput, iter_images, resized_batch
+from .selection import RADIUS_QUANTILE, coverage, footprints, overlap, select
 from .tcav import CAV, adjust_pvalues, conceptual_sensitivity, significance, tcav_score, train_cav
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class ConceptExtractor:
         if not images_by_class:
             raise ConfigError("no classes given to discover concepts for")
         class_ids = {c: self.adapter.class_id(c) for c in images_by_class}  # UnknownClassError early
+        self._class_ids = list(class_ids.values())
         for cls, items in images_by_class.items():
             if len(items) == 0:
                 raise EmptyFolderError(f"class {cls!r} has no usable images")
@@ -101,29 +104,39 @@ class ConceptExtractor:
         random_cavs: dict[int, CAV] = {}
         concepts: dict[str, list[Concept]] = {}
         candidates: dict[str, list[dict]] = {}
+        discovery_images: dict[str, list[str]] = {}
         for cls, items in images_by_class.items():
             table = self._class_patches(cls, class_ids[cls], items, report)
+            discovery_images[cls] = list(table.image_ids)
             t0 = time.perf_counter()
+            rejected: dict[int, str] = {}
             clusters = cluster_patches(table.features, table.image_index, len(table.images),
-                                       cfg.cluster, cfg.seed)
+                                       cfg.cluster, cfg.seed, rejected)
             report.add_time("clustering", time.perf_counter() - t0)
             t0 = time.perf_counter()
             grads = self._class_gradients(table.images, class_ids[cls])
             report.add_time("tcav_gradients", time.perf_counter() - t0)
             t0 = time.perf_counter()
             random_scores = self._random_scores(grads, random_acts, random_sets, random_cavs)
-            concepts[cls], candidates[cls] = self._rank(cls, table, clusters, grads,
-                                                        random_acts, random_sets, random_scores)
+            rows = self._tcav_rows(cls, table, clusters, grads, random_acts, random_sets, random_scores)
             report.add_time("tcav", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            concepts[cls], candidates[cls] = self._choose(cls, class_ids[cls], table, clusters, rows)
+            report.add_time("importance", time.perf_counter() - t0)
             stats = report.per_class.setdefault(cls, {})
             stats.update(clusters=len(clusters), significant=sum(c["significant"] for c in candidates[cls]),
-                         concepts=len(concepts[cls]))
+                         concepts=len(concepts[cls]),
+                         rejected={f"cluster {k}": why for k, why in sorted(rejected.items())}
+                         | {f"cluster {r['cluster']}": r["selection"] for r in candidates[cls]
+                            if r["selection"] != "chosen"})
             if len(concepts[cls]) < cfg.tcav.n_concepts:
                 log.warning("%s: only %d significant concept(s), fewer than the %d asked for; "
                             "using what there is", cls, len(concepts[cls]), cfg.tcav.n_concepts)
                 stats["fewer_than_requested"] = True
         report.seconds = {k: round(v, 3) for k, v in report.seconds.items()}
         stats = {"per_class": report.per_class, "seconds": report.seconds,
+                 # What later stages must not count as held out (e.g. localisation).
+                 "discovery_images": discovery_images,
                  "cache": {"hits": self.featurizer.hits, "misses": self.featurizer.misses},
                  "correction": cfg.tcav.correction}
         return ConceptBank(concepts=concepts, model_id=self.adapter.model_id, layer=self.adapter.bottleneck,
@@ -227,9 +240,10 @@ class ConceptExtractor:
                 cavs[i] = train_cav(acts[sets[0]], acts[sets[i]], seed=self.config.seed + i, alpha=t.cav_alpha)
         return np.array([tcav_score(grads, cavs[i]) for i in range(1, len(sets))])
 
-    def _rank(self, cls: str, table: _ClassPatches, clusters: list[Cluster], grads: np.ndarray,
-              random_acts: np.ndarray, random_sets: list[np.ndarray],
-              random_scores: np.ndarray) -> tuple[list[Concept], list[dict]]:
+    def _tcav_rows(self, cls: str, table: _ClassPatches, clusters: list[Cluster], grads: np.ndarray,
+                   random_acts: np.ndarray, random_sets: list[np.ndarray],
+                   random_scores: np.ndarray) -> list[dict]:
+        """One row of TCAV statistics and significance per cluster."""
         t = self.config.tcav
         rows = []
         for cl in progress(clusters, desc=f"{cls}: TCAV", enabled=self.show_progress):
@@ -250,11 +264,57 @@ class ConceptExtractor:
             # Significant *and* above random: a concept significantly *against* the class is no evidence for it.
             r.update(p_value=float(p), significant=bool(p < t.alpha and r["tcav"] > random_mean),
                      random_tcav=random_mean)
-        # Ranked by TCAV score; ties (common: several concepts at 1.0) go to the concept along which
-        # the class logit rises fastest on average, then the lower p-value.
-        chosen = sorted((i for i, r in enumerate(rows) if r["significant"]),
-                        key=lambda i: (-rows[i]["tcav"], -rows[i]["sensitivity"], rows[i]["p_value"],
-                                       rows[i]["cluster"]))[: t.n_concepts]
+        return rows
+
+    def _choose(self, cls: str, class_id: int, table: _ClassPatches, clusters: list[Cluster],
+                rows: list[dict]) -> tuple[list[Concept], list[dict]]:
+        """Masking effect of every cluster, then the top N significant ones that are not duplicates.
+
+        Each row gets ``importance`` (mean class-logit drop over the cluster's members) and
+        ``selection``: "chosen" or the rule that left it out.
+        """
+        t = self.config.tcav
+        items, owner = [], []
+        for k, cl in enumerate(clusters):
+            for m in cl.members:
+                i, j = int(table.image_index[m]), int(table.patch_index[m])
+                items.append((i, table.patches[i].masks[j]))
+                owner.append(k)
+        drops = masking_effect(self.adapter, table.images, items, class_id, self.config.batch_size,
+                               others=self._class_ids)
+        owner_arr = np.array(owner)
+        p_raw = []
+        for k, r in enumerate(rows):
+            d = drops[owner_arr == k]
+            r.update(importance=float(d.mean()) if len(d) else 0.0,
+                     importance_std=float(d.std()) if len(d) else 0.0)
+            p_raw.append(effect_significance(d))
+        for r, p in zip(rows, adjust_pvalues(np.array(p_raw), t.correction)):
+            r["importance_p"] = float(p)
+            if t.rank_by == "importance":
+                # Either test may show that a cluster matters: TCAV's (which saturates on some
+                # networks) or the masking test (which needs enough members); removing a concept
+                # must lower the class score, though, or it is no evidence for the class.
+                r["tcav_significant"] = r["significant"]
+                r["significant"] = bool((p < t.alpha or r["significant"]) and r["importance"] > 0)
+        if t.rank_by == "importance":  # ties: TCAV, then the cluster label (deterministic)
+            key = lambda i: (-rows[i]["importance"], -rows[i]["tcav"], rows[i]["cluster"])  # noqa: E731
+        else:  # ACE: TCAV; ties (common at 1.0) go to the larger mean directional derivative
+            key = lambda i: (-rows[i]["tcav"], -rows[i]["sensitivity"], rows[i]["p_value"],  # noqa: E731
+                             rows[i]["cluster"])
+        order = sorted((i for i, r in enumerate(rows) if r["significant"]), key=key)
+        feet = {i: footprints([(int(table.image_index[m]), table.patches[int(table.image_index[m])]
+                                .masks[int(table.patch_index[m])]) for m in _assigned(clusters[i])])
+                for i in order}
+        def similarity(c: int, k: int) -> float:
+            near = coverage(table.features[clusters[c].members], clusters[k].center,
+                            float(np.quantile(clusters[k].all_distances, RADIUS_QUANTILE)))
+            return max(near, overlap(feet[c], feet[k]))
+
+        chosen, why = select(order, t.n_concepts, t.max_overlap, similarity,
+                             name=lambda i: f"cluster {clusters[i].label}")
+        for i, r in enumerate(rows):
+            r["selection"] = "chosen" if i in chosen else why.get(i) or _insignificance(r, t.alpha)
         concepts = [self._concept(cls, rank, clusters[i], rows[i], table)
                     for rank, i in enumerate(chosen, start=1)]
         return concepts, rows
@@ -271,9 +331,26 @@ class ConceptExtractor:
             if k < N_THUMBNAILS:
                 thumbs.append(_thumbnail(table.images[i], p.masks[j], (y0, x0, y1, x1)))
         return Concept(class_name=cls, rank=rank, cluster=cl.label, center=cl.center, tcav=row["tcav"],
+                       importance=row["importance"],
                        tcav_std=row["tcav_std"], p_value=row["p_value"], significant=row["significant"],
                        cav_accuracy=row["cav_accuracy"], size=cl.size, members=members,
                        thumbnails=np.stack(thumbs) if thumbs else None, cluster_distances=cl.all_distances)
+
+def _insignificance(row: dict, alpha: float) -> str:
+    if "tcav_significant" in row:
+        if row["importance"] <= 0:
+            return f"not evidence: masking it does not lower the class score (effect {row['importance']:.3f})"
+        return (f"not significant: masking effect {row['importance']:.3f} (p = {row['importance_p']:.3g}) "
+                f"and TCAV {row['tcav']:.3f} (p = {row['p_value']:.3g}, random {row['random_tcav']:.3f}) "
+                f"both fail alpha {alpha}")
+    if row["p_value"] >= alpha:
+        return f"not significant: p = {row['p_value']:.3g} >= alpha {alpha}"
+    return f"not significant: TCAV {row['tcav']:.3f} not above random {row['random_tcav']:.3f}"
+
+
+def _assigned(cl: Cluster) -> np.ndarray:
+    return cl.assigned if cl.assigned is not None else cl.members
+
 
 def _thumbnail(image: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
     """A small uint8 picture of one patch: its box, with the rest of the segment's box greyed."""

@@ -30,7 +30,7 @@ def save_gallery(bank: ConceptBank, class_name: str, path: str | Path, max_examp
         for k, thumb in enumerate(thumbs[:max_examples]):
             axes[r, k].imshow(thumb)
         flag = "" if c.significant else " (not significant)"
-        axes[r, 0].set_title(f"concept {c.rank}: TCAV {c.tcav:.2f}, p={c.p_value:.2g}{flag}",
+        axes[r, 0].set_title(f"concept {c.rank}: importance {c.importance:.2f}, TCAV {c.tcav:.2f}{flag}",
                              loc="left", fontsize=9)
     fig.suptitle(f"{class_name}: concepts by TCAV rank", fontsize=11)
     fig.tight_layout()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..concepts.bank import ConceptBank
@@ -30,7 +31,7 @@ from ..errors import ArtifactError
 from ..models.adapter import ClassifierAdapter
 from ..store import load_tensors, save_tensors
 from .dataset import GraphDataset
-from .scg import SCGBatch
+from .scg import DUMMY_EPS, SCGBatch
 from .teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,29 @@ def match_config_from_meta(meta: dict[str, Any]) -> MatchConfig:
         match.setdefault("node_features", "patch")  # what graphs built before the setting existed carry
     known = {f.name for f in dataclasses.fields(MatchConfig)}
     return MatchConfig.from_dict({k: v for k, v in match.items() if k in known} | {"teacher": False})
+
+
+#: A node is removed with a masked patch when at least this share of its own patch lies inside it.
+COVER_FRACTION = 0.5
+
+
+def covered_nodes(masks: np.ndarray, chosen: np.ndarray) -> torch.Tensor:
+    """[K, N, K, N] bool: masking the patch of detected node (k, n) covers node (k2, n2)'s patch.
+
+    ``masks`` [M, H, W] are the image's patch masks, ``chosen`` [K, N] each node's patch (-1: none).
+    """
+    k_, n_ = chosen.shape
+    out = torch.zeros(k_, n_, k_, n_, dtype=torch.bool)
+    where = list(zip(*np.nonzero(chosen >= 0)))
+    if not where:
+        return out
+    flat = masks[[chosen[k, n] for k, n in where]].reshape(len(where), -1).astype(np.float32)
+    inter = flat @ flat.T                                   # [M, M] shared pixels
+    share = inter / np.maximum(flat.sum(1), 1)[None, :]     # of the covered node's own patch
+    for a, (k, n) in enumerate(where):
+        for b, (k2, n2) in enumerate(where):
+            out[k, n, k2, n2] = bool(a == b or share[a, b] >= COVER_FRACTION)
+    return out
 
 
 @dataclass
@@ -130,7 +154,7 @@ class SCGBuilder:
         """
         k_, n_ = len(self.class_names), self.n
         d_ = self.bank.feature_dim
-        xs, logits, masked, ids = [], [], [], []
+        xs, logits, masked, covers, masked_xs, ids = [], [], [], [], [], []
         bboxes, dists, chosens = [], [], []
         for image_id, image in iter_images(images, self.adapter.input_size, desc="graphs",
                                            show_progress=self.show_progress):
@@ -156,12 +180,15 @@ class SCGBuilder:
             dists.append(dist)
             chosens.append(chosen)
             if self.config.teacher:
-                lg, ml = self._teacher(image, patches, chosen)
+                lg, ml, mx = self._teacher(image, patches, chosen)
                 logits.append(lg)
                 masked.append(ml)
+                masked_xs.append(mx)
+                covers.append(covered_nodes(patches.masks, chosen))
         graphs = SCGBatch.concat(xs) if xs else SCGBatch.empty(0, self.class_names, n_, d_)
         if self.config.teacher and logits:
-            teacher = Teacher(torch.stack(logits), torch.stack(masked))
+            teacher = Teacher(torch.stack(logits), torch.stack(masked), torch.stack(covers),
+                              None if masked_xs[0] is None else torch.stack(masked_xs))
         else:
             teacher = Teacher(torch.zeros(len(ids), k_), torch.full((len(ids), k_, n_, k_), float("nan")))
         matches = Matches(np.stack(bboxes) if bboxes else np.zeros((0, k_, n_, 4), np.int32),
@@ -188,9 +215,14 @@ class SCGBuilder:
         rows, cols = linear_sum_assignment(cost)
         return [(int(r), int(candidates[c]), float(cost[r, c])) for r, c in zip(rows, cols)]
 
-    def _teacher(self, image: np.ndarray, patches: ImagePatches,
-                 chosen: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits over the classes of interest for the image and for each detected concept masked out."""
+    def _teacher(self, image: np.ndarray, patches: ImagePatches, chosen: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits over the classes of interest for the image and for each detected concept masked out,
+        and (context node features) each masked image's own node features [K, N, K, N, D].
+
+        A masked image's graph is its own: the same matches, but every node's context re-pooled
+        from the masked image's bottleneck map, since the patch's neighbours see it gone too.
+        """
         fill = self.adapter.fill_value.numpy().astype(np.float32)
         variants, where = [image], []
         for k, n in zip(*np.nonzero(chosen >= 0)):
@@ -199,9 +231,25 @@ class SCGBuilder:
             variants.append(masked)
             where.append((k, n))
         batch = resized_batch(variants, self.adapter.input_size)
-        out = self.adapter.logits(batch)[:, self.class_ids].float()
         k_, n_ = chosen.shape
+        context = self.config.node_features == "context"
+        if context:
+            logits, maps = self.adapter.logits_and_activations(batch)
+        else:
+            logits, maps = self.adapter.logits(batch), None
+        out = logits[:, self.class_ids].float()
         masked_logits = torch.full((k_, n_, k_), float("nan"))
         for row, (k, n) in enumerate(where, start=1):
             masked_logits[k, n] = out[row]
-        return out[0], masked_logits
+        if not context:
+            return out[0], masked_logits, None
+        masked_x = torch.full((k_, n_, k_, n_, self.bank.feature_dim), DUMMY_EPS)
+        if where:
+            masks = torch.from_numpy(patches.masks[[chosen[k, n] for k, n in where]])[:, None].float()
+            weights = F.adaptive_avg_pool2d(masks, maps.shape[-2:])                 # [M, 1, h, w]
+            pooled = torch.einsum("vchw,mxhw->vmc", maps[1:], weights) \
+                / weights.sum((1, 2, 3)).clamp_min(1e-12)[None, :, None]              # [V, M, C]
+            for row, (k, n) in enumerate(where):
+                for m, (k2, n2) in enumerate(where):
+                    masked_x[k, n, k2, n2] = pooled[row, m]
+        return out[0], masked_logits, masked_x

@@ -75,6 +75,10 @@ def save_graph_dataset(folder: str | os.PathLike, ds: GraphDataset) -> Path:
     tensors = ds.graphs.tensors()
     tensors["logits"] = ds.teacher.logits.float()
     tensors["masked_logits"] = ds.teacher.masked_logits.float()
+    if ds.teacher.covered is not None:
+        tensors["covered"] = ds.teacher.covered.to(torch.uint8)
+    if ds.teacher.masked_x is not None:
+        tensors["masked_x"] = ds.teacher.masked_x.float()
     meta = ds.graphs.meta()
     meta.update({"image_ids": [str(i) for i in ds.image_ids], "labels": [int(v) for v in ds.labels],
                  "image_paths": None if ds.image_paths is None else [str(p) for p in ds.image_paths],
@@ -115,7 +119,9 @@ def load_graph_dataset(folder: str | os.PathLike,
         if not isinstance(meta.get(key), list):
             raise ArtifactError(f"{meta_path}: '{key}' missing or not a list")
     try:
-        return GraphDataset(graphs, Teacher(tensors["logits"], tensors["masked_logits"]),
+        covered = tensors["covered"].bool() if "covered" in tensors else None
+        teacher = Teacher(tensors["logits"], tensors["masked_logits"], covered, tensors.get("masked_x"))
+        return GraphDataset(graphs, teacher,
                             [str(i) for i in meta["image_ids"]], [int(v) for v in meta["labels"]],
                             meta.get("image_paths"), dict(meta.get("config") or {}))
     except SCGShapeError as exc:

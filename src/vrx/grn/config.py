@@ -27,6 +27,12 @@ class GRNConfig(Config):
     message_passing: bool = True          # False: nodes are updated alone, no messages (ablation)
     dependency: str = "sigmoid"           # constraint on e_ji^c: sigmoid -> (0, 1), softplus -> (0, inf)
     standardize: bool = True              # standardise features with training-set mean and std
+    # "block": class c's output reads only its own class graph (W[c, k] = 0 for k != c), so "why c?"
+    # is answered by c's concepts, not by the absence of the others'; "full": every graph (the paper).
+    head: str = "full"
+    # Undetected nodes get a zero embedding, so a concept's contribution is measured against its
+    # absence (a re-parametrisation of a linear head: the same functions, other contributions).
+    zero_absent: bool = True
 
     def __post_init__(self) -> None:
         # Sizes given as lists (or numpy ints) become tuples of ints, as JSON gives them back.
@@ -42,6 +48,9 @@ class GRNConfig(Config):
               (self.input_proj is None or self.input_proj >= 1,
                f"GRNConfig: input_proj must be positive or None, got {self.input_proj}"),
               (self.edge_dim >= 1, f"GRNConfig: edge_dim must be positive, got {self.edge_dim}"),
+              (self.head in ("full", "block"), f"GRNConfig: head must be 'full' or 'block', got {self.head!r}"),
+              (self.head == "full" or not self.head_hidden,
+               "GRNConfig: a block head is linear; it cannot have head_hidden layers"),
               (self.dependency in DEPENDENCIES,
                f"GRNConfig: dependency must be one of {DEPENDENCIES}, got {self.dependency!r}"))
 
@@ -52,6 +61,11 @@ class DistillConfig(Config):
 
     temperature: float = 2.0              # softmax temperature T of the distillation loss (measured)
     mask_prob: float = 0.5                # probability of concept-masking augmentation per image
+    # > 0: each batch also holds every image with one detected concept masked, and the loss adds
+    # this weight x L1 between the GRN's and the teacher's change of class probabilities (T = 1)
+    # under that masking: the GRN learns the classifier's response to a removed concept, not only
+    # its answer (docs/grn.md). 0: the paper's augmentation alone (mask_prob).
+    effect_weight: float = 4.0
     lr: float = 3e-3
     weight_decay: float = 1e-4
     epochs: int = 300
@@ -64,6 +78,7 @@ class DistillConfig(Config):
 
     def validate(self) -> None:
         check((0.0 <= self.mask_prob <= 1.0, f"DistillConfig: mask_prob must lie in [0, 1], got {self.mask_prob}"),
+              (self.effect_weight >= 0, f"DistillConfig: effect_weight must be >= 0, got {self.effect_weight}"),
               (self.temperature > 0, f"DistillConfig: temperature must be > 0, got {self.temperature}"),
               (self.lr > 0 and self.weight_decay >= 0,
                f"DistillConfig: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"),

@@ -27,7 +27,7 @@ from .config import DistillConfig, GRNConfig
 from .io import save_grn
 from .model import GRN
 
-__all__ = ["Distiller", "Split", "distill_loss", "feature_stats", "make_split", "mask_augment"]
+__all__ = ["Distiller", "Split", "distill_loss", "effect_loss", "feature_stats", "make_split", "mask_augment"]
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,18 @@ def distill_loss(output: torch.Tensor, target_logits: torch.Tensor, temperature:
     return (p - q).abs().sum(dim=-1).mean()
 
 
+def effect_loss(plain: torch.Tensor, masked: torch.Tensor, teacher_plain: torch.Tensor,
+                teacher_masked: torch.Tensor) -> torch.Tensor:
+    """L1 between the GRN's and the teacher's change of class probabilities when a concept is masked."""
+    dp = masked.softmax(-1) - plain.softmax(-1)
+    dq = teacher_masked.softmax(-1) - teacher_plain.softmax(-1)
+    return (dp - dq).abs().sum(-1).mean()
+
+
 def mask_augment(graphs: SCGBatch, teacher: Teacher, prob: float, generator: torch.Generator
                  ) -> tuple[SCGBatch, torch.Tensor, torch.Tensor]:
-    """Concept masking: with probability ``prob`` per image, one detected concept becomes a dummy node.
+    """Concept masking: with probability ``prob`` per image, one detected concept becomes a dummy node
+    (with the nodes its patch covers, ``Teacher.covered``).
 
     The concept is drawn uniformly among the image's detected (k, n) with known masked logits, and the
     target becomes ``teacher.masked_logits[b, k, n]``. Returns (graphs, target logits [B, K],
@@ -115,12 +124,15 @@ def mask_augment(graphs: SCGBatch, teacher: Teacher, prob: float, generator: tor
     choice = torch.multinomial(weights, 1, generator=generator).squeeze(1) if b else \
         torch.zeros(0, dtype=torch.long)
     rows = torch.arange(b)
-    node_mask = torch.zeros(b, k * n, dtype=torch.bool)
-    node_mask[rows[do], choice[do]] = True
-    node_mask = node_mask.view(b, k, n)
+    node_mask = torch.zeros(b, k, n, dtype=torch.bool)
+    node_mask[rows[do]] = teacher.node_masks(rows[do], choice[do] // n, choice[do] % n, n)
     masked_target = teacher.masked_logits[rows, choice // n, choice % n]
     target = torch.where(do[:, None], masked_target, teacher.logits)
-    return graphs.mask_nodes(node_mask), target, node_mask
+    out = graphs[rows]  # a copy whose masked rows are replaced by their variants
+    if do.any():
+        v = teacher.variants(graphs, rows[do], choice[do] // n, choice[do] % n)
+        out.x[do], out.present[do], out.pos[do] = v.x, v.present, v.pos
+    return out, target, node_mask
 
 
 def feature_stats(graphs: SCGBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +195,7 @@ class Distiller:
             total, seen = 0.0, 0
             for s in range(0, n_train, cfg.batch_size):
                 idx = order[s:s + cfg.batch_size]
-                graphs, target, _ = mask_augment(train.graphs[idx], train.teacher[idx], cfg.mask_prob, gen)
-                loss = distill_loss(model(graphs), target, cfg.temperature)
+                loss = self._batch_loss(model, train.graphs[idx], train.teacher[idx], gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -218,6 +229,22 @@ class Distiller:
         log.info("GRN: %d epochs in %.1f s, best epoch %d, val loss %.4f", len(history),
                  self.train_seconds_, best_epoch, best_loss)
         return self
+
+    def _batch_loss(self, model: GRN, graphs: SCGBatch, teacher: Teacher, gen: torch.Generator) -> torch.Tensor:
+        """The training loss of one mini-batch (see DistillConfig.effect_weight)."""
+        cfg = self.distill
+        if cfg.effect_weight == 0:
+            graphs, target, _ = mask_augment(graphs, teacher, cfg.mask_prob, gen)
+            return distill_loss(model(graphs), target, cfg.temperature)
+        masked, target, node_mask = mask_augment(graphs, teacher, 1.0, gen)
+        did = node_mask.flatten(1).any(1)
+        out = model(SCGBatch.concat([graphs, masked]))
+        plain_out, masked_out = out[:len(graphs)], out[len(graphs):]
+        loss = distill_loss(out, torch.cat([teacher.logits, target]), cfg.temperature)
+        if did.any():
+            loss = loss + cfg.effect_weight * effect_loss(plain_out[did], masked_out[did],
+                                                          teacher.logits[did], target[did])
+        return loss
 
     @staticmethod
     @torch.no_grad()

@@ -16,6 +16,7 @@ import torch
 
 from ..graphs.dataset import GraphDataset
 from ..graphs.scg import SCGBatch
+from ..graphs.teacher import Teacher
 from .config import DistillConfig, GRNConfig
 from .distill import Distiller, Split, make_split
 from .model import GRN
@@ -39,12 +40,15 @@ def agreement(grn_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[f
     return float(top1), float(l1)
 
 
-def masked_variants(graphs: SCGBatch, maskable: torch.Tensor) -> tuple[SCGBatch, torch.Tensor]:
-    """One graph set per detected concept, that concept made a dummy; returns (graphs, [M, 3] (b, k, n))."""
+def masked_variants(graphs: SCGBatch, maskable: torch.Tensor, teacher: Teacher | None = None
+                    ) -> tuple[SCGBatch, torch.Tensor]:
+    """One graph set per detected concept, that concept made a dummy: with ``teacher``, the graph of the
+    masked image it records (:meth:`Teacher.variants`); returns (graphs, [M, 3] (b, k, n))."""
     where = maskable.nonzero()
-    m = len(where)
-    node_mask = torch.zeros(m, graphs.num_classes, graphs.num_nodes, dtype=torch.bool)
-    node_mask[torch.arange(m), where[:, 1], where[:, 2]] = True
+    if teacher is not None:
+        return teacher.variants(graphs, where[:, 0], where[:, 1], where[:, 2]), where
+    node_mask = torch.zeros(len(where), graphs.num_classes, graphs.num_nodes, dtype=torch.bool)
+    node_mask[torch.arange(len(where)), where[:, 1], where[:, 2]] = True
     return graphs[where[:, 0]].mask_nodes(node_mask), where
 
 
@@ -60,7 +64,7 @@ def evaluate(model: GRN, dataset: GraphDataset, indices: torch.Tensor | list[int
     maskable = ds.teacher.maskable(ds.graphs.present)
     for s in range(0, len(ds), chunk):
         sub = ds.graphs[s:s + chunk]
-        variants, where = masked_variants(sub, maskable[s:s + chunk])
+        variants, where = masked_variants(sub, maskable[s:s + chunk], ds.teacher[s:s + chunk])
         if len(where) == 0:
             continue
         g = model.predict(variants)

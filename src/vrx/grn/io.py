@@ -54,6 +54,8 @@ def _architecture(meta: dict[str, Any]) -> tuple[GRNConfig, GraphShape]:
         shape = GraphShape(config.get("K"), config.get("N"), config.get("D"))
         known = {f.name for f in dataclasses.fields(GRNConfig)}
         return GRNConfig.from_dict({k: v for k, v in config.items() if k in known}), shape
+    # GRNs saved before these settings existed had a full head and embedded absent nodes.
+    config = {"head": "full", "zero_absent": False} | config
     return GRNConfig.from_dict(config), GraphShape.from_dict(meta.get("shape"))
 
 

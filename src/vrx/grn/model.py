@@ -28,8 +28,9 @@ class GRN(nn.Module):
     """Graph reasoning network: ``forward(batch) -> [B, K]`` logits over the classes of interest.
 
     Dummy (undetected) nodes: their input is the present flag 0 and a zero feature; they send and
-    receive no messages and every edge touching them has a zero embedding, so in a linear head an
-    absent concept contributes a learned constant per (class graph, node slot) and its edges nothing.
+    receive no messages and every edge touching them has a zero embedding; with ``zero_absent`` their
+    node embedding is zero too, so an absent concept contributes nothing (without it, a learned
+    constant per class graph and node slot).
     """
 
     def __init__(self, config: GRNConfig, shape: GraphShape, class_names: list[str] | None = None, *,
@@ -70,6 +71,9 @@ class GRN(nn.Module):
             size = hsize
         head.append(linear(size, k))
         self.head = nn.Sequential(*head)
+        # [K_out, K_graph * E] 0/1 mask of the head's weight: the block head's structure.
+        block = torch.eye(k) if config.head == "block" else torch.ones(k, k)
+        self.register_buffer("head_mask", block.repeat_interleave(self.layout.size, dim=1), persistent=False)
         self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
 
     @classmethod
@@ -109,7 +113,7 @@ class GRN(nn.Module):
             return None
         lin = self.head[-1]
         k = self.graph_shape.num_classes
-        return lin.weight.view(k, k, self.layout.size), lin.bias
+        return (lin.weight * self.head_mask).view(k, k, self.layout.size), lin.bias
 
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set the feature standardisation (training-set mean and std of detected nodes)."""
@@ -141,6 +145,8 @@ class GRN(nn.Module):
         dep = self.dependency_weights()
         for layer in self.layers:
             h, edge = layer(h, edge, dep, emask, src, dst)
+        if self.config.zero_absent:
+            h = h * present[..., None]
         parts = [h.flatten(2)]
         if edge is not None:
             parts.append(edge.flatten(2))
@@ -153,6 +159,9 @@ class GRN(nn.Module):
 
     def head_forward(self, emb: torch.Tensor) -> torch.Tensor:
         """The embedding network E: [B, K, E_dim] -> [B, K] logits."""
+        if self.config.head == "block":
+            lin = self.head[-1]
+            return F.linear(emb.flatten(1), lin.weight * self.head_mask, lin.bias)
         return self.head(emb.flatten(1))
 
     def forward(self, batch: SCGBatch) -> torch.Tensor:

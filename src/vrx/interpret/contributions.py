@@ -185,3 +185,15 @@ class Interpreter:
                 raise UnknownClassError(f"target {t!r} is neither a class name nor an index "
                                         f"0..{len(names) - 1}")
         return out
+
+
+def own_concepts_positive(grn: GRN, scg: SCGBatch, classes: Sequence[int]) -> float:
+    """Share of images whose class ``classes[b]`` gets a positive summed contribution from its own
+    graph's concepts (the "why c?" of a figure answered by c's concepts); NaN for no images."""
+    if len(scg) == 0:
+        return float("nan")
+    c = torch.as_tensor(list(classes), dtype=torch.long)
+    node = Interpreter(grn).contributions(scg).node          # [B, C, K, N]
+    own = node[torch.arange(len(c)), c, c].sum(-1)
+    return float((own > 0).float().mean())
+

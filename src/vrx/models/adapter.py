@@ -258,6 +258,21 @@ class ClassifierAdapter:
                 outs.append(cap.output.float().cpu())
         return torch.cat(outs)
 
+    def logits_and_activations(self, images: Images, layer: str | None = None,
+                               batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits N×C, outputs of ``layer``) of [0, 1] images from one forward pass each, no autograd."""
+        name = self.bottleneck if layer is None else layer
+        module = self.layer_module(name)
+        x = self._as_batch(images)
+        self._require_single_call(name)
+        logits, acts = [], []
+        with self.evaluating(), torch.inference_mode():
+            for xb in self._batches(x, batch_size, f"logits and {name}"):
+                with capture(module, name, stop=False, for_grad=False) as cap:
+                    logits.append(self._check_logits(self.forward_module(xb)).float().cpu())
+                acts.append(cap.output.float().cpu())
+        return torch.cat(logits), torch.cat(acts)
+
     def layer_gradients(self, images: Images, target: Target, layer: str | None = None,
                         batch_size: int | None = None) -> LayerGradients:
         """Activations at ``layer``, d(logit[target]) / d(activations), and the logits."""

@@ -399,3 +399,28 @@ def test_effect_loss_trains_the_response_to_a_masked_concept():
     cfg = dataclasses.replace(DistillConfig(epochs=40, seed=0), effect_weight=4.0)
     m = evaluate(Distiller(SMALL, cfg).fit(ds).model_, ds)
     assert m["fidelity_top1"] > 0.9 and m["masked_fidelity_top1"] > 0.9 and m["masked_effect_corr"] > 0.7
+
+
+def test_one_concept_per_class_still_trains_and_says_so():
+    ds = presence_task(60, K=3, N=1, D=6, seed=1)
+    _, m = fit_and_evaluate(ds, SMALL, DistillConfig(epochs=5))
+    assert "without message passing" in m["note"] and m["ablations"] == {}
+    assert m["config"]["message_passing"] is False and m["fidelity_top1"] is not None
+
+
+def test_position_permutation_control_moves_positions_only():
+    from vrx.grn.fidelity import permute_positions
+
+    batch = random_batch(b=6)
+    p = permute_positions(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(p.x, batch.x) and torch.equal(p.present, batch.present)
+    assert not torch.equal(p.pos, batch.pos)
+    for k in range(batch.num_classes):           # each slot keeps the same multiset of positions
+        for n in range(batch.num_nodes):
+            rows = batch.present[:, k, n] > 0
+            a, b = batch.pos[rows, k, n], p.pos[rows, k, n]
+            assert torch.equal(a[a[:, 0].argsort()], b[b[:, 0].argsort()])
+    assert (p.pos[batch.present == 0] == 0).all()
+    ds = structure_task(200, seed=0)             # where only the layout decides
+    _, m = fit_and_evaluate(ds, SMALL, DistillConfig(epochs=60, seed=0), ablations=False)
+    assert m["fidelity_top1"] - m["position_permuted_top1"] > 0.2

@@ -205,6 +205,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
         "grn_fidelity_l1": grn["fidelity_l1"],
         "grn_masked_fidelity_top1": grn.get("masked_fidelity_top1"),
         "grn_masked_effect_corr": grn.get("masked_effect_corr"),
+        "grn_position_permuted_top1": grn.get("position_permuted_top1"),
         "own_concepts_positive": grn.get("own_concepts_positive"),
         "grn_n_test": grn["n_test"],
         "grn_ablations": {name: a["fidelity_top1"] for name, a in grn.get("ablations", {}).items()},

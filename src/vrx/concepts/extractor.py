@@ -26,7 +26,7 @@ from .features import ImagePatches, PatchFeaturizer
 from .gradcam import class_foreground
 from .importance import effect_significance, masking_effect
 from .inputs import ImageInput, iter_images, resized_batch
-from .selection import RADIUS_QUANTILE, coverage, footprints, overlap, select
+from .selection import duplicate_similarity, qualify, rank_key, rejection_reason, select
 from .tcav import CAV, adjust_pvalues, conceptual_sensitivity, significance, tcav_score, train_cav
 
 log = logging.getLogger(__name__)
@@ -289,32 +289,18 @@ class ConceptExtractor:
             r.update(importance=float(d.mean()) if len(d) else 0.0,
                      importance_std=float(d.std()) if len(d) else 0.0)
             p_raw.append(effect_significance(d))
-        for r, p in zip(rows, adjust_pvalues(np.array(p_raw), t.correction)):
-            r["importance_p"] = float(p)
-            if t.rank_by == "importance":
-                # Either test may show that a cluster matters: TCAV's (which saturates on some
-                # networks) or the masking test (which needs enough members); removing a concept
-                # must lower the class score, though, or it is no evidence for the class.
-                r["tcav_significant"] = r["significant"]
-                r["significant"] = bool((p < t.alpha or r["significant"]) and r["importance"] > 0)
-        if t.rank_by == "importance":  # ties: TCAV, then the cluster label (deterministic)
-            key = lambda i: (-rows[i]["importance"], -rows[i]["tcav"], rows[i]["cluster"])  # noqa: E731
-        else:  # ACE: TCAV; ties (common at 1.0) go to the larger mean directional derivative
-            key = lambda i: (-rows[i]["tcav"], -rows[i]["sensitivity"], rows[i]["p_value"],  # noqa: E731
-                             rows[i]["cluster"])
-        order = sorted((i for i, r in enumerate(rows) if r["significant"]), key=key)
-        feet = {i: footprints([(int(table.image_index[m]), table.patches[int(table.image_index[m])]
-                                .masks[int(table.patch_index[m])]) for m in _assigned(clusters[i])])
-                for i in order}
-        def similarity(c: int, k: int) -> float:
-            near = coverage(table.features[clusters[c].members], clusters[k].center,
-                            float(np.quantile(clusters[k].all_distances, RADIUS_QUANTILE)))
-            return max(near, overlap(feet[c], feet[k]))
+        qualify(rows, adjust_pvalues(np.array(p_raw), t.correction), t.rank_by, t.alpha)
+        order = sorted((i for i, r in enumerate(rows) if r["significant"]), key=rank_key(rows, t.rank_by))
 
+        def mask_of(m: int) -> tuple[int, np.ndarray]:
+            i = int(table.image_index[m])
+            return i, table.patches[i].masks[int(table.patch_index[m])]
+
+        similarity = duplicate_similarity({i: clusters[i] for i in order}, table.features, mask_of)
         chosen, why = select(order, t.n_concepts, t.max_overlap, similarity,
                              name=lambda i: f"cluster {clusters[i].label}")
         for i, r in enumerate(rows):
-            r["selection"] = "chosen" if i in chosen else why.get(i) or _insignificance(r, t.alpha)
+            r["selection"] = "chosen" if i in chosen else why.get(i) or rejection_reason(r, t.alpha)
         concepts = [self._concept(cls, rank, clusters[i], rows[i], table)
                     for rank, i in enumerate(chosen, start=1)]
         return concepts, rows
@@ -335,22 +321,6 @@ class ConceptExtractor:
                        tcav_std=row["tcav_std"], p_value=row["p_value"], significant=row["significant"],
                        cav_accuracy=row["cav_accuracy"], size=cl.size, members=members,
                        thumbnails=np.stack(thumbs) if thumbs else None, cluster_distances=cl.all_distances)
-
-def _insignificance(row: dict, alpha: float) -> str:
-    if "tcav_significant" in row:
-        if row["importance"] <= 0:
-            return f"not evidence: masking it does not lower the class score (effect {row['importance']:.3f})"
-        return (f"not significant: masking effect {row['importance']:.3f} (p = {row['importance_p']:.3g}) "
-                f"and TCAV {row['tcav']:.3f} (p = {row['p_value']:.3g}, random {row['random_tcav']:.3f}) "
-                f"both fail alpha {alpha}")
-    if row["p_value"] >= alpha:
-        return f"not significant: p = {row['p_value']:.3g} >= alpha {alpha}"
-    return f"not significant: TCAV {row['tcav']:.3f} not above random {row['random_tcav']:.3f}"
-
-
-def _assigned(cl: Cluster) -> np.ndarray:
-    return cl.assigned if cl.assigned is not None else cl.members
-
 
 def _thumbnail(image: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
     """A small uint8 picture of one patch: its box, with the rest of the segment's box greyed."""

@@ -1,4 +1,4 @@
-"""Which significant clusters become a class's concepts: the most important first, none twice.
+"""Which clusters become a class's concepts: those that qualify, the most important first, none twice.
 
 k-means often splits one part into two clusters (the cross seen at two scales, the ladder at 80
 and at 150 segments), and two such clusters would both make the top N and crowd out the class's
@@ -12,9 +12,11 @@ other parts. A candidate is skipped as a duplicate of a chosen concept when eith
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+
+from .clustering import Cluster
 
 #: The detection radius duplicates are judged by: the graph builder's default (MatchConfig.radius_quantile).
 RADIUS_QUANTILE = 0.9
@@ -65,3 +67,52 @@ def select(order: Sequence[int], n: int, max_overlap: float, similarity: Callabl
             continue
         kept.append(c)
     return kept, why
+
+
+def qualify(rows: list[dict], importance_p: Sequence[float], rank_by: str, alpha: float) -> None:
+    """Set each candidate row's ``importance_p`` and, ranking by importance, its ``significant`` flag.
+
+    Either test may show that a cluster matters: TCAV's (which saturates on some networks) or the
+    masking test (which needs enough members); removing a concept must lower the class score,
+    though, or it is no evidence for the class. Ranking by TCAV keeps ACE's flag.
+    """
+    for r, p in zip(rows, importance_p):
+        r["importance_p"] = float(p)
+        if rank_by == "importance":
+            r["tcav_significant"] = r["significant"]
+            r["significant"] = bool((p < alpha or r["significant"]) and r["importance"] > 0)
+
+
+def rank_key(rows: list[dict], rank_by: str) -> Callable[[int], tuple]:
+    """Sort key of candidate ids, best first: importance (ties TCAV) or ACE's TCAV (ties sensitivity)."""
+    if rank_by == "importance":
+        return lambda i: (-rows[i]["importance"], -rows[i]["tcav"], rows[i]["cluster"])
+    return lambda i: (-rows[i]["tcav"], -rows[i]["sensitivity"], rows[i]["p_value"], rows[i]["cluster"])
+
+
+def rejection_reason(row: dict, alpha: float) -> str:
+    """Why a candidate that did not qualify was left out, in words."""
+    if "tcav_significant" in row:
+        if row["importance"] <= 0:
+            return f"not evidence: masking it does not lower the class score (effect {row['importance']:.3f})"
+        return (f"not significant: masking effect {row['importance']:.3f} (p = {row['importance_p']:.3g}) "
+                f"and TCAV {row['tcav']:.3f} (p = {row['p_value']:.3g}, random {row['random_tcav']:.3f}) "
+                f"both fail alpha {alpha}")
+    if row["p_value"] >= alpha:
+        return f"not significant: p = {row['p_value']:.3g} >= alpha {alpha}"
+    return f"not significant: TCAV {row['tcav']:.3f} not above random {row['random_tcav']:.3f}"
+
+
+def duplicate_similarity(clusters: Mapping[int, Cluster], features: np.ndarray,
+                         mask_of: Callable[[int], tuple[int, np.ndarray]]) -> Callable[[int, int], float]:
+    """``similarity(c, k)`` of two candidates (see the module docstring): the larger of the share of
+    c's members within k's detection radius and their footprints' overlap."""
+    feet = {i: footprints([mask_of(m) for m in (cl.assigned if cl.assigned is not None else cl.members)])
+            for i, cl in clusters.items()}
+    radius = {i: float(np.quantile(cl.all_distances, RADIUS_QUANTILE)) for i, cl in clusters.items()}
+
+    def similarity(c: int, k: int) -> float:
+        near = coverage(features[clusters[c].members], clusters[k].center, radius[k])
+        return max(near, overlap(feet[c], feet[k]))
+
+    return similarity

@@ -43,7 +43,9 @@ def get(name: str) -> type[Attribution]:
     if key not in METHODS:
         close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown attribution method {name!r}{hint} (known: {', '.join(METHODS)})")
+        extra = "; VRX itself ('vrx') needs a run and registers when vrx.compare is imported" \
+            if key == "vrx" else ""
+        raise ConfigError(f"unknown attribution method {name!r}{hint} (known: {', '.join(METHODS)}){extra}")
     return METHODS[key]
 
 

@@ -136,18 +136,9 @@ def test_sensitivity_and_saliency_are_reductions_of_the_same_gradient(region):
 
 def biased_toy() -> ClassifierAdapter:
     """A small toy CNN with BatchNorm statistics and biases: a non-linear path from the baseline."""
-    g = torch.Generator().manual_seed(0)
-    model = ToyCNN(num_classes=3, widths=(8, 8, 16, 16, 16), seed=0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
-                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
-                m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-        model.head.bias.copy_(torch.randn(3, generator=g))
-    return ClassifierAdapter(model, input_size=SIZE, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
-                             bottleneck=model.bottleneck, class_names=["a", "b", "c"], name="toy-biased")
+    from test_lrp import toy_adapter
+
+    return toy_adapter(biased=True)
 
 
 def test_integrated_gradients_completeness():

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError, InvalidImageError
+from ..errors import ConfigError
 from ..models.adapter import ClassifierAdapter, Target
-from ..models.inputs import Images, to_tensor, validate_images
+from ..models.inputs import Images, image_batch, validate_images
 
 __all__ = ["Attribution", "METHODS", "register", "get", "method_names"]
 
@@ -99,11 +99,7 @@ class Attribution:
     @staticmethod
     def check_images(images: Images) -> torch.Tensor:
         """A float32 NCHW batch in [0, 1]; InvalidImageError names what is wrong."""
-        x = to_tensor(images)
-        if x.ndim == 3:
-            x = x.unsqueeze(0)
-        if x.ndim != 4:
-            raise InvalidImageError(f"images must be N×3×H×W, got shape {tuple(x.shape)}")
+        x = image_batch(images)
         validate_images(x, channels=3)
         return x.float()
 

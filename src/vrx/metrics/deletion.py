@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InvalidImageError, ModelSpecError
 from ..models.adapter import ClassifierAdapter, Target
-from ..models.inputs import Images, resize, to_tensor
+from ..models.inputs import Images, image_batch, resize
 from ..progress import progress
 
 __all__ = ["CurveResult", "deletion_insertion", "gaussian_kernel", "blur_substrate", "trapezoid_auc"]
@@ -102,16 +102,6 @@ def blur_substrate(x: torch.Tensor) -> torch.Tensor:
 
 def _zeros(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x)
-
-
-def image_batch(images: Images) -> torch.Tensor:
-    """Images as an N×C×H×W float tensor (one CHW image gains a batch axis)."""
-    x = to_tensor(images)
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4:
-        raise InvalidImageError(f"images must be N×3×H×W, got shape {tuple(x.shape)}")
-    return x
 
 
 def saliency_batch(saliency: torch.Tensor | np.ndarray, images: torch.Tensor) -> torch.Tensor:

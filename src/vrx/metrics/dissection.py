@@ -32,7 +32,7 @@ from ..errors import ConfigError, InvalidImageError
 from ..models.adapter import ClassifierAdapter
 from ..models.inputs import Images
 from ..progress import progress
-from .deletion import image_batch
+from ..models.inputs import image_batch
 
 __all__ = ["DissectionResult", "LayerDissection", "dissect", "unit_thresholds"]
 

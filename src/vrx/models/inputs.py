@@ -55,6 +55,16 @@ def to_tensor(images: Images, *, size: tuple[int, int] | None = None) -> torch.T
     return x
 
 
+def image_batch(images: Images) -> torch.Tensor:
+    """Images as an N×C×H×W float tensor (one CHW image gains a batch axis); InvalidImageError else."""
+    x = to_tensor(images)
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise InvalidImageError(f"images must be N×3×H×W, got shape {tuple(x.shape)}")
+    return x
+
+
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear, antialiased resize of an NCHW batch to (height, width), no crop."""
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False,

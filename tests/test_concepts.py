@@ -248,3 +248,11 @@ def test_concepts_rank_by_masking_effect_and_every_candidate_says_why(discovered
         for r in bank.candidates[cls]:
             assert r["selection"] == "chosen" or r["selection"].startswith(("not significant", "not evidence", "duplicate of", "not in the top"))
         assert set(bank.stats["per_class"][cls]["rejected"]) >= {f"cluster {r['cluster']}" for r in bank.candidates[cls] if r["selection"] != "chosen"}
+
+
+def test_discover_summary_counts_the_rules_that_left_clusters_out():
+    from vrx.cli.discover import rejection_counts
+
+    text = rejection_counts({"cluster 1": "size: 9 patches <= minimum 20", "cluster 2": "size: 3 patches <= minimum 20",
+                             "cluster 5": "not in the top 4"})
+    assert text == "2 size (e.g. size: 9 patches <= minimum 20), 1 not in the top 4"

@@ -82,11 +82,24 @@ def format_summary(summary: dict) -> str:
     for cls, s in summary["per_class"].items():
         lines.append(f"{cls:<20}{s['images']:>8}{s['patches']:>9}{s['patches_kept']:>7}"
                      f"{s['clusters']:>10}{s['significant']:>9}{s['concepts']:>10}")
+    for cls, s in summary["per_class"].items():
+        if s.get("rejected"):
+            lines.append(f"{cls}: left out: {rejection_counts(s['rejected'])} (every cluster's reason: "
+                         "concepts/summary.json)")
     lines.append("seconds: " + json.dumps(summary["seconds"]))
-    lines.append(f"significance: two-sided Welch t-test vs random CAVs, {summary['correction']} corrected")
+    lines.append(f"significance: TCAV two-sided Welch t-test vs random CAVs, and the masking effect's "
+                 f"t-test, {summary['correction']} corrected")
     if "purity" in summary:
         for variant, per_class in summary["purity"].items():
             for cls, s in per_class.items():
                 lines.append(f"purity [{variant}] {cls}: {s['n_pure']}/{s['n_concepts']} concepts >= "
                              f"{s['threshold']}, part types {s['part_types']}")
     return "\n".join(lines)
+
+
+def rejection_counts(rejected: dict[str, str]) -> str:
+    """"12 by size (e.g. size: 90 patches <= minimum 320), 3 not in the top 4": the rules that left clusters out."""
+    groups: dict[str, list[str]] = {}
+    for why in rejected.values():
+        groups.setdefault(why.split(":")[0].split(" (")[0], []).append(why)
+    return ", ".join(f"{len(v)} {k}" + (f" (e.g. {v[0]})" if ":" in v[0] else "") for k, v in groups.items())

@@ -406,6 +406,9 @@ def test_one_concept_per_class_still_trains_and_says_so():
     _, m = fit_and_evaluate(ds, SMALL, DistillConfig(epochs=5))
     assert "without message passing" in m["note"] and m["ablations"] == {}
     assert m["config"]["message_passing"] is False and m["fidelity_top1"] is not None
+    from vrx.grn.fidelity import format_table
+
+    assert "note: the bank has at most 1 concept per class" in format_table(m)
 
 
 def test_position_permutation_control_moves_positions_only():

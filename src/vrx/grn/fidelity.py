@@ -202,6 +202,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{name:<18} {f(m['fidelity_top1'])} {f(m['fidelity_l1'])} "
                      f"{f(m.get('masked_fidelity_top1'))} {f(m.get('masked_fidelity_l1'))} "
                      f"{f(m.get('masked_effect_corr'))}")
+    if metrics.get("note"):
+        lines.append(f"note: {metrics['note']}")
     if metrics.get("position_permuted_top1") is not None:
         lines.append(f"full GRN with node positions permuted among test images: top1 "
                      f"{f(metrics['position_permuted_top1']).strip()}")

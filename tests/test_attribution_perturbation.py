@@ -18,8 +18,8 @@ from torch import nn
 
 from vrx.attribution import get, method_names
 from vrx.attribution.inverse import Inverse, _unpool, plan_steps
-from vrx.attribution.perturbation import (ExtremalPerturbation, MeaningfulPerturbation, SmoothMask,
-                                          blur_pyramid, gaussian_blur, perturb, total_variation)
+from vrx.attribution.extremal import ExtremalPerturbation, SmoothMask, blur_pyramid, perturb
+from vrx.attribution.perturbation import MeaningfulPerturbation, gaussian_blur, total_variation
 from vrx.attribution.rise import Rise, upsample_matrix
 from vrx.errors import ConfigError, InvalidImageError, UnknownClassError
 from vrx.models.adapter import ClassifierAdapter
@@ -280,7 +280,7 @@ def test_smooth_mask_single_parameter_known_answer():
 
 
 def test_smooth_mask_gradient_is_exact():
-    from vrx.attribution.perturbation import _SoftMaxPool
+    from vrx.attribution.extremal import _SoftMaxPool
 
     near = torch.rand(2, 9, 1, 25, dtype=torch.float64, requires_grad=True)
     weight = torch.rand(4, 25, dtype=torch.float64)

@@ -10,6 +10,6 @@ from .base import METHODS, Attribution, get, method_names, register
 
 # Method modules, imported for their registrations (one line each).
 from . import gradcam, gradients, lrp, occlusion  # noqa: F401
-from . import rise, perturbation, inverse  # noqa: F401
+from . import extremal, inverse, perturbation, rise  # noqa: F401
 
 __all__ = ["Attribution", "METHODS", "get", "method_names", "register"]

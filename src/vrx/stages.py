@@ -98,19 +98,19 @@ def build_graphs(run: Run | str | os.PathLike, adapter: ClassifierAdapter, image
             labels.append(bank.class_names.index(cls) if cls in bank.class_names else -1)
     dataset, matches = builder.transform(paths, labels, return_matches=True)
     run.save_graphs(dataset, matches)
-    figures = localization_figures(run, dataset, images)
+    figures = localization_figures(run, bank, dataset, images)
     if figures is not None:
         run.write_localization(figures)
     return dataset
 
 
-def localization_figures(run: Run, dataset: GraphDataset, images: ImageSet) -> dict[str, Any] | None:
+def localization_figures(run: Run, bank: ConceptBank, dataset: GraphDataset,
+                         images: ImageSet) -> dict[str, Any] | None:
     """Localisation of the run's part-named concepts on ``dataset``'s held-out images, or None
     when the images have no part maps or the run no purity (see :mod:`vrx.metrics.localization`)."""
     from .data.images import part_map_reader
     from .metrics.localization import localization
 
-    bank = run.bank()
     parts, purity = part_map_reader(images), run.bank_purity(bank)
     if parts is None or purity is None:
         return None

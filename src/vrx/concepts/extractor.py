@@ -91,7 +91,6 @@ class ConceptExtractor:
         if not images_by_class:
             raise ConfigError("no classes given to discover concepts for")
         class_ids = {c: self.adapter.class_id(c) for c in images_by_class}  # UnknownClassError early
-        self._class_ids = list(class_ids.values())
         for cls, items in images_by_class.items():
             if len(items) == 0:
                 raise EmptyFolderError(f"class {cls!r} has no usable images")
@@ -121,7 +120,8 @@ class ConceptExtractor:
             rows = self._tcav_rows(cls, table, clusters, grads, random_acts, random_sets, random_scores)
             report.add_time("tcav", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            concepts[cls], candidates[cls] = self._choose(cls, class_ids[cls], table, clusters, rows)
+            concepts[cls], candidates[cls] = self._choose(cls, class_ids[cls], table, clusters, rows,
+                                                         list(class_ids.values()))
             report.add_time("importance", time.perf_counter() - t0)
             stats = report.per_class.setdefault(cls, {})
             stats.update(clusters=len(clusters), significant=sum(c["significant"] for c in candidates[cls]),
@@ -267,11 +267,12 @@ class ConceptExtractor:
         return rows
 
     def _choose(self, cls: str, class_id: int, table: _ClassPatches, clusters: list[Cluster],
-                rows: list[dict]) -> tuple[list[Concept], list[dict]]:
-        """Masking effect of every cluster, then the top N significant ones that are not duplicates.
+                rows: list[dict], all_class_ids: list[int]) -> tuple[list[Concept], list[dict]]:
+        """Masking effect of every cluster, then the top N qualifying ones that are not duplicates.
 
-        Each row gets ``importance`` (mean class-logit drop over the cluster's members) and
-        ``selection``: "chosen" or the rule that left it out.
+        Each row gets ``importance`` (mean drop over the cluster's members of the class logit less
+        the mean logit of the other classes in ``all_class_ids``) and ``selection``: "chosen" or the
+        rule that left it out.
         """
         t = self.config.tcav
         items, owner = [], []
@@ -281,7 +282,7 @@ class ConceptExtractor:
                 items.append((i, table.patches[i].masks[j]))
                 owner.append(k)
         drops = masking_effect(self.adapter, table.images, items, class_id, self.config.batch_size,
-                               others=self._class_ids)
+                               others=all_class_ids)
         owner_arr = np.array(owner)
         p_raw = []
         for k, r in enumerate(rows):

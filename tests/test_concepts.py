@@ -151,7 +151,7 @@ def test_bad_input_is_named(toy_adapter, toy_images, discovered):
     with pytest.raises(EmptyFolderError, match=cls):
         ex.fit({cls: []}, random)
     with pytest.raises(InvalidImageError, match="too small"):
-        ex.fit({cls: [np.zeros((4, 4, 3), np.float32)]}, random)
+        ex.fit({cls: [np.zeros((4, 4, 3), np.float32)] * 2}, random)
 
 
 def test_images_smaller_than_the_input_are_warned_about(toy_adapter, caplog):

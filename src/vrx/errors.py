@@ -33,3 +33,7 @@ class ArtifactError(VRXError):
 
 class ConfigError(VRXError):
     """A configuration value that is out of range or inconsistent."""
+
+
+class RunBusyError(VRXError):
+    """A run folder another process is writing (its lock is held)."""

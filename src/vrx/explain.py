@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .concepts.bank import ConceptBank
-from .errors import InvalidImageError
+from .data.images import DEFAULT_MAX_PIXELS
+from .errors import ConfigError, InvalidImageError
 from .graphs.scg import SCGBatch
 from .interpret import Explanation, Interpreter, add_sentences, draw_explanation, names_from_purity
 from .progress import progress
@@ -237,26 +238,75 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
+def check_outputs(images: Sequence[str | os.PathLike], stems: Sequence[str], out_dir: str | os.PathLike) -> None:
+    """ConfigError when writing ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` would overwrite an
+    input image, a file vrx did not write, or the explanation of another image (checked before any
+    image is explained, so nothing is half done)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: is a file, not a folder for the explanations")
+    inputs = {os.path.abspath(p) for p in images} | {os.path.realpath(p) for p in images}
+    for path, stem in zip(images, stems):
+        js, png = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+        for target in (js, png):
+            if os.path.abspath(target) in inputs or os.path.realpath(target) in inputs:
+                raise ConfigError(f"{target}: is an input image, and the explanation of {path} would "
+                                  "overwrite it; write into another --out folder")
+            if target.is_dir():
+                raise ConfigError(f"{target}: is a folder, where the explanation of {path} goes")
+        if js.exists():
+            previous = _explained_image(js)
+            if previous is None:
+                raise ConfigError(f"{js}: exists and is not an explanation vrx wrote; it would be "
+                                  f"overwritten by that of {path}; write into another --out folder")
+            if os.path.abspath(previous) != os.path.abspath(path):
+                raise ConfigError(f"{js}: holds the explanation of {previous}, which that of {path} would "
+                                  "overwrite; write into another --out folder")
+        elif png.exists():
+            raise ConfigError(f"{png}: exists, and no {js.name} beside it says vrx drew it for {path}; "
+                              "write into another --out folder")
+
+
+def _explained_image(record_path: Path) -> str | None:
+    """The image a ``<stem>.json`` explanation record names, or None when it is not one."""
+    import json
+
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(record, dict) and "schema_version" in record and isinstance(record.get("image"), str)
+    return record["image"] if ok else None
+
+
 def explain_images(run: Run | str | os.PathLike, images: Sequence[str | os.PathLike],
-                   out_dir: str | os.PathLike, *, max_edges: int = DEFAULT_MAX_EDGES, show_progress: bool | None = None) -> list[Path]:
+                   out_dir: str | os.PathLike, *, max_edges: int = DEFAULT_MAX_EDGES,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS, show_progress: bool | None = None) -> list[Path]:
     """Explain image files with a finished run: ``<name>.json`` and ``<name>.png`` per image in ``out_dir``.
 
     Returns the written paths (json, png per image, in order). Images that cannot be read are
     skipped and the others still explained; afterwards ExplainError names each failed file (its
-    ``written`` attribute holds what was written).
+    ``written`` attribute holds what was written). No output overwrites an input image or another
+    image's explanation (:func:`check_outputs`). ``max_pixels`` (None: no limit) is checked from
+    each image's header.
     """
+    from .concepts.inputs import MIN_SIDE
     from .data.images import load_image
 
     if not images:
         raise InvalidImageError("no images given to explain")
+    stems = unique_stems(images)
+    check_outputs(images, stems, out_dir)
     explainer = RunExplainer(run, max_edges=max_edges, show_progress=show_progress)
     out_dir = Path(out_dir)
     written: list[Path] = []
     failed: dict[str, str] = {}
-    stems = unique_stems(images)
     for path, stem in progress(list(zip(images, stems)), desc="explain", enabled=show_progress):
         try:
-            image = load_image(path)
+            image = load_image(path, max_pixels=max_pixels)
+            if min(image.shape[:2]) < MIN_SIDE:
+                raise InvalidImageError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, too small to "
+                                        f"segment (at least {MIN_SIDE} px a side)")
             item = explainer.explain_image(image, str(path))
         except InvalidImageError as exc:
             log.debug("skipping %s", exc)

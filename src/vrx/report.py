@@ -214,6 +214,7 @@ def _sample_card(explainer: RunExplainer, item: ImageExplanation, path: str | No
         try:
             figure = figure_png(explainer.figure(item, load_image(path), dpi=FIGURE_DPI), dpi=FIGURE_DPI)
         except InvalidImageError as exc:
+            log.warning("report: no figure for %s (%s)", name, exc)
             parts.append(f'<p class="note">No figure: {_e(exc)}</p>')
     else:
         parts.append('<p class="note">No figure: the image file of this graph is not known.</p>')
@@ -312,7 +313,8 @@ def write_report(run: Run | str | os.PathLike, *, n_samples: int = DEFAULT_SAMPL
     """Write the self-contained report of ``run`` (default ``RUN/report.html``) and return its path."""
     run = run if isinstance(run, Run) else Run(run)
     path = Path(out) if out is not None else run.report_path
-    page = render_report(run, n_samples=n_samples, show_progress=show_progress)
-    write_bytes(path, page.encode("utf-8"))
+    with run.lock():
+        page = render_report(run, n_samples=n_samples, show_progress=show_progress)
+        write_bytes(path, page.encode("utf-8"))
     log.info("wrote %s (%.0f kB)", path, path.stat().st_size / 1024)
     return path

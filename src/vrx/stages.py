@@ -3,16 +3,18 @@
 Each stage reads what the one before wrote into the :class:`~vrx.run.Run` and writes its own
 artifact there: ``discover`` the concept bank, ``build_graphs`` the structural concept graphs,
 ``train_grn`` the distilled GRN, ``explain`` per-image records and figures, ``report`` the HTML
-page. The stages take objects (an adapter, an :class:`~vrx.data.images.ImageSet`, settings); parsing
+page. Each stage that writes the run holds its lock (:meth:`~vrx.run.Run.lock`), so a second
+command writing the same run fails with a clear message instead of mixing files. The stages take objects (an adapter, an :class:`~vrx.data.images.ImageSet`, settings); parsing
 flags and choosing thread counts belongs to the caller.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,20 @@ def _run(run: Run | str | os.PathLike) -> Run:
     return run if isinstance(run, Run) else Run(run)
 
 
+def _writes_run(create: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run ``stage(run, ...)`` with ``run`` as a Run, holding the run folder's lock (``create``: make
+    the folder when it does not exist yet)."""
+    def wrap(stage: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(stage)
+        def locked(run: Run | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+            run = _run(run)
+            with run.lock(create=create):
+                return stage(run, *args, **kwargs)
+        return locked
+    return wrap
+
+
+@_writes_run(create=True)
 def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
              config: ConceptConfig | None = None, *, compare_gradcam: bool = False,
              show_progress: bool | None = None) -> tuple[ConceptBank, dict[str, Any]]:
@@ -83,6 +99,7 @@ def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: I
     return bank, summary
 
 
+@_writes_run()
 def build_graphs(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
                  config: MatchConfig | None = None, *, show_progress: bool | None = None) -> GraphDataset:
     """Graphs of every image in ``images`` (labels kept for reporting only), saved in ``RUN/graphs/``."""
@@ -123,6 +140,7 @@ def localization_figures(run: Run, bank: ConceptBank, dataset: GraphDataset,
                         dataset.labels, dataset.class_names, concept_parts, parts, parts.part_names, held_out)
 
 
+@_writes_run()
 def train_grn(run: Run | str | os.PathLike, config: GRNConfig | None = None,
               distill: DistillConfig | None = None, *, ablations: bool = True,
               split: Split | None = None, show_progress: bool | None = None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "vrx only with --run)")
     p.add_argument("--run", type=Path, help="a finished vrx run: adds the vrx method and concept orders; "
                                            "the model is the run's")
+    p.add_argument("--trust-run", action="store_true",
+                   help="load a python: model spec from RUN/run.json (it runs that Python code)")
     p.add_argument("--n", type=int, help="compare this many images (a seeded sample; default all)")
     p.add_argument("--seed", type=int, default=0, help="image sample, method and random-order seed (default 0)")
     p.add_argument("--out", type=Path, help="output folder (default with --run: RUN/experiments/compare)")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None:
         if args.model is not None:
             raise ConfigError("give --model or --run, not both: with --run the model is the run's")
-        folder = Run(args.run)
+        folder = Run(args.run, trust_code=args.trust_run)
         adapter = folder.adapter()
         out = args.out if args.out is not None else folder.experiment_dir("compare")
     else:

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
     adapter = spec.load()
     run = Run(args.out)
-    run.write_manifest(spec, args.images)
-    with threads(**DISCOVERY_THREADS):
+    with run.lock(create=True), threads(**DISCOVERY_THREADS):  # the manifest and the bank, written as one
+        run.write_manifest(spec, args.images)
         _, summary = stages.discover(run, adapter, images, config, compare_gradcam=args.compare_gradcam)
     print(format_summary(summary))
     print(f"concept bank: {run.concepts_dir}")

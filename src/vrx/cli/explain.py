@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._common import add_max_pixels_argument, add_run_model_arguments, check_out_dir, max_pixels, run_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explain`` sub-command."""
@@ -20,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for the JSON and PNG files")
     p.add_argument("--max-edges", type=int, default=DEFAULT_MAX_EDGES,
                    help=f"relations drawn per class panel (default {DEFAULT_MAX_EDGES})")
+    add_max_pixels_argument(p)
+    add_run_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -30,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_edges < 0:
         raise ConfigError(f"--max-edges must be >= 0, got {args.max_edges}")
+    check_out_dir(args.out)
+    limit = max_pixels(args)
     try:
-        written = explain_images(args.run, args.images, args.out, max_edges=args.max_edges)
+        written = explain_images(run_from_args(args, args.run), args.images, args.out, max_edges=args.max_edges,
+                                 max_pixels=limit)
     except ExplainError as exc:
         for path in exc.written:
             print(path)

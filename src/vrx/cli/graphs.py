@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_run_model_arguments, run_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``graphs`` sub-command."""
@@ -16,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-features", choices=("context", "patch"), default="context",
                    help="a node's feature: the classifier's map pooled over the matched patch (context, "
                         "default) or the patch's own features (patch); see docs/grn.md")
+    add_run_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -25,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.images import load_image_folder
     from ..graphs.builder import MatchConfig
     from ..graphs.dataset import describe
-    from ..run import Run
     from ..runtime import DISCOVERY_THREADS, threads
 
-    run = Run(args.run)
+    run = run_from_args(args, args.run)
     images = load_image_folder(args.images, max_images_per_class=args.max_images)
     with threads(**DISCOVERY_THREADS):
         ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))

@@ -23,8 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
+    from ..errors import ConfigError
     from ..report import write_report
 
+    if args.out is not None and args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; give the report's file name, e.g. "
+                          f"{args.out / 'report.html'}")
     path = write_report(args.run, n_samples=args.samples, out=args.out)
     print(path)
     return 0

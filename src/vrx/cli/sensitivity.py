@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "part), rebuild the graphs and explain again; report how often the relations' "
                     "(structural) or the concept's (visual) contribution falls.")
     p.add_argument("--run", required=True, type=Path, help="run folder with concepts/, graphs/ and grn/")
+    p.add_argument("--trust-run", action="store_true",
+                   help="load a python: model spec from RUN/run.json (it runs that Python code)")
     p.add_argument("--images", required=True, type=Path, help="rendered toyworld folder (scene JSON beside each image)")
     p.add_argument("--n", type=int, default=50, help="images to measure per experiment (default 50)")
     p.add_argument("--split", choices=("test", "all"), default="test",
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    folder = Run(args.run)
+    folder = Run(args.run, trust_code=args.trust_run)
     only = folder.test_images() if args.split == "test" else None
     images = interleaved_images(args.images, only)
     if not images:

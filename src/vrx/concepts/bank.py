@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, UnknownClassError
-from ..store import load_tensors, read_json, save_tensors, write_json
+from ..store import content_hash, load_tensors, read_json, save_tensors, write_json
 from .config import ConceptConfig
 
 BANK_VERSION = 1
+#: Statistics of how discovery ran (timings, cache hits), not of what it found: left out of the
+#: bank's fingerprint, so a rerun that finds the same concepts has the same fingerprint.
+_RUN_STATS = ("seconds", "cache")
 
 
 @dataclass
@@ -150,10 +153,15 @@ class ConceptBank:
     def load(cls, directory: str | Path) -> ConceptBank:
         """Read a bank written by :meth:`save`; ArtifactError names what is missing or wrong."""
         directory = Path(directory)
-        meta = read_json(directory / "bank.json")
+        path = directory / "bank.json"
+        meta = read_json(path)
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{path}: expected a JSON object")
         if meta.get("version") != BANK_VERSION:
-            raise ArtifactError(f"{directory / 'bank.json'}: bank version {meta.get('version')!r}, "
-                                f"expected {BANK_VERSION}")
+            raise ArtifactError(f"{path}: bank version {meta.get('version')!r}, expected {BANK_VERSION}")
+        for key, kind in (("model_id", str), ("layer", str), ("classes", dict), ("config", dict)):
+            if not isinstance(meta.get(key), kind):
+                raise ArtifactError(f"{path}: '{key}' missing or not a {kind.__name__}")
         tensors = {k: v.numpy() for k, v in load_tensors(directory / "bank.safetensors").items()}
         concepts: dict[str, list[Concept]] = {}
         try:
@@ -162,13 +170,32 @@ class ConceptBank:
         except KeyError as exc:
             raise ArtifactError(f"{directory}: bank.json and bank.safetensors disagree "
                                 f"(missing {exc})") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ArtifactError(f"{path}: malformed concept entry ({type(exc).__name__}: {exc})") from None
         try:  # an older bank.json may lack newer keys: they take their defaults
             config = ConceptConfig.from_dict(meta["config"], name="bank.json config")
-        except (ConfigError, KeyError) as exc:
-            raise ArtifactError(f"{directory / 'bank.json'}: bad discovery config ({exc})") from None
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: bad discovery config ({exc})") from None
+        stats, candidates = meta.get("stats", {}), meta.get("candidates", {})
+        if not isinstance(stats, dict) or not isinstance(candidates, dict):
+            raise ArtifactError(f"{path}: 'stats' and 'candidates' must be JSON objects")
         return cls(concepts=concepts, model_id=meta["model_id"], layer=meta["layer"],
-                   config=config, stats=meta.get("stats", {}),
-                   candidates=meta.get("candidates", {}))
+                   config=config, stats=stats, candidates=candidates)
+
+
+def bank_fingerprint(directory: str | Path) -> str:
+    """The content hash of the bank saved in ``directory`` (its tensors and metadata, not its timings)."""
+    import json
+
+    directory = Path(directory)
+    meta = read_json(directory / "bank.json")
+    if isinstance(meta, dict) and isinstance(meta.get("stats"), dict):
+        meta = {**meta, "stats": {k: v for k, v in meta["stats"].items() if k not in _RUN_STATS}}
+    try:
+        tensors = (directory / "bank.safetensors").read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{directory / 'bank.safetensors'}: cannot read ({exc.strerror or exc})") from None
+    return content_hash(json.dumps(meta, sort_keys=True), tensors)
 
 
 def _concept_from(class_name: str, e: dict[str, Any], tensors: dict[str, np.ndarray]) -> Concept:

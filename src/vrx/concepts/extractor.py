@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 N_THUMBNAILS = 10
 THUMB_SIZE = 64
 MIN_RANDOM_PATCHES = 10
+#: Fewest images of a class discovery accepts: with one, every cluster lies in a single image.
+MIN_IMAGES_PER_CLASS = 2
 
 
 @dataclass
@@ -94,6 +96,10 @@ class ConceptExtractor:
         for cls, items in images_by_class.items():
             if len(items) == 0:
                 raise EmptyFolderError(f"class {cls!r} has no usable images")
+            if len(items) < MIN_IMAGES_PER_CLASS:
+                raise ConfigError(f"class {cls!r} has {len(items)} usable image(s); discovery needs at least "
+                                  f"{MIN_IMAGES_PER_CLASS} per class (a concept must recur across images, "
+                                  "and TCAV holds out a third of its patches)")
         if not random_images:
             raise EmptyFolderError("no random images: TCAV needs random counterparts "
                                    "(pass --random DIR or put them in <images>/random)")

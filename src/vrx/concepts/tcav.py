@@ -16,6 +16,8 @@ import numpy as np
 from scipy import stats
 from sklearn.model_selection import train_test_split
 
+from ..errors import ConfigError
+
 
 @dataclass
 class CAV:
@@ -35,6 +37,10 @@ def train_cav(positive: np.ndarray, negative: np.ndarray, *, seed: int, alpha: f
     is the ridge penalty relative to the mean squared norm of the centred activations.
     """
     n = min(len(positive), len(negative))
+    if n < 2:
+        # The stratified hold-out needs two examples of each side.
+        raise ConfigError(f"a CAV needs at least 2 positive and 2 negative examples, got {len(positive)} "
+                          f"and {len(negative)}; use more images per class or larger random sets")
     x = np.concatenate([positive[:n], negative[:n]]).astype(np.float64)
     y = np.r_[np.ones(n), -np.ones(n)]
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.33, stratify=y, random_state=seed)

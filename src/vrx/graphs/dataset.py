@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ArtifactError
-from ..store import load_tensors, read_json, save_tensors, write_json
+from ..store import content_hash, load_tensors, read_json, save_tensors, write_json
 from .scg import DUMMY_EPS, FORMAT_VERSION, SCGBatch, SCGShapeError, batch_from_tensors
 from .teacher import Teacher
 
@@ -68,8 +68,12 @@ class GraphDataset:
                             dict(self.config))
 
 
-def save_graph_dataset(folder: str | os.PathLike, ds: GraphDataset) -> Path:
-    """Write ``graphs.safetensors`` and ``graphs.json`` into ``folder`` (e.g. RUN/graphs); returns it."""
+def save_graph_dataset(folder: str | os.PathLike, ds: GraphDataset,
+                       extra: dict[str, Any] | None = None) -> Path:
+    """Write ``graphs.safetensors`` and ``graphs.json`` into ``folder`` (e.g. RUN/graphs); returns it.
+
+    ``extra`` adds keys to ``graphs.json`` (the run adds ``made_from`` and ``image_paths_base``).
+    """
     ds.validate()
     folder = Path(folder)
     tensors = ds.graphs.tensors()
@@ -82,7 +86,7 @@ def save_graph_dataset(folder: str | os.PathLike, ds: GraphDataset) -> Path:
     meta = ds.graphs.meta()
     meta.update({"image_ids": [str(i) for i in ds.image_ids], "labels": [int(v) for v in ds.labels],
                  "image_paths": None if ds.image_paths is None else [str(p) for p in ds.image_paths],
-                 "config": ds.config})
+                 "config": ds.config, **(extra or {})})
     # Tensors first, metadata last: a reader that finds the JSON finds matching tensors.
     save_tensors(folder / GRAPHS_TENSORS, tensors)
     write_json(folder / GRAPHS_META, meta)
@@ -126,6 +130,18 @@ def load_graph_dataset(folder: str | os.PathLike,
                             meta.get("image_paths"), dict(meta.get("config") or {}))
     except SCGShapeError as exc:
         raise ArtifactError(f"{folder}: {exc}") from None
+
+
+def graphs_fingerprint(folder: str | os.PathLike) -> str:
+    """The content hash of the graph dataset saved in ``folder`` (both files, byte for byte)."""
+    folder = Path(folder)
+    parts = []
+    for name in (GRAPHS_META, GRAPHS_TENSORS):
+        try:
+            parts.append((folder / name).read_bytes())
+        except OSError as exc:
+            raise ArtifactError(f"{folder / name}: cannot read ({exc.strerror or exc})") from None
+    return content_hash(*parts)
 
 
 def describe(ds: GraphDataset) -> str:

@@ -253,12 +253,12 @@ class Distiller:
             return float("nan")
         return float(distill_loss(model.predict(ds.graphs), ds.teacher.logits, temperature))
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the fitted GRN (model.safetensors + config.json) with its split, distillation
-        settings and history into ``directory``; returns it."""
+        settings and history (and the JSON-ready ``extra``) into ``directory``; returns it."""
         if not hasattr(self, "model_"):
             raise ConfigError("Distiller.save: call fit() first")
         return save_grn(directory, self.model_, extra={"split": self.split_.to_dict(),
                                                        "distill": self.distill.to_dict(),
                                                        "best_epoch": self.best_epoch_,
-                                                       "history": self.history_})
+                                                       "history": self.history_, **(extra or {})})

@@ -15,6 +15,15 @@ torch.set_num_threads(1)
 SLOW_FIXTURES = {"vrx_run", "effnet", "discovered", "discovery"}
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The reliability fuzz suite's count of cases, when it ran (tests/test_reliability_fuzz.py)."""
+    import sys
+
+    fuzz = sys.modules.get("test_reliability_fuzz")
+    if fuzz is not None and fuzz.CASES:
+        terminalreporter.write_sep("-", fuzz.summary_line())
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import subprocess
 import sys
@@ -22,14 +23,15 @@ class Result:
     out: str
     err: str
     exc: BaseException | None = None
+    warnings: tuple[str, ...] = ()   # what vrx logged at WARNING or above
 
     def clean(self) -> bool:
         """Exit 0, or exit 1/2 with only one-line ``vrx ...`` messages on stderr; never a traceback."""
         if self.exc is not None or self.rc not in (0, 1, 2) or "Traceback" in self.err:
             return False
         lines = [line for line in self.err.splitlines() if line.strip()]
-        if self.rc == 0:
-            return all(line.startswith("vrx ") for line in lines)
+        if self.rc == 0:   # log lines and warnings may be there; a traceback is not
+            return True
         return bool(lines) and all(line.startswith(("vrx ", "usage: ")) or line.startswith(" ") for line in lines)
 
     def __str__(self) -> str:
@@ -42,6 +44,9 @@ def vrx(*argv: str | Path) -> Result:
 
     out, err = io.StringIO(), io.StringIO()
     rc, exc = None, None
+    logged = _Collect()
+    root = logging.getLogger()
+    root.addHandler(logged)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = main([str(a) for a in argv])
@@ -49,7 +54,18 @@ def vrx(*argv: str | Path) -> Result:
             rc = e.code if isinstance(e.code, int) else 2
         except BaseException as e:  # noqa: BLE001  the traceback a user would see
             exc = e
-    return Result(rc, out.getvalue(), err.getvalue(), exc)
+        finally:
+            root.removeHandler(logged)
+    return Result(rc, out.getvalue(), err.getvalue(), exc, tuple(logged.messages))
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def vrx_process(*argv: str | Path, timeout: float = 120, cwd: Path | None = None) -> Result:

@@ -146,8 +146,13 @@ def drop_padding(expl: Explanation, n_concepts: Mapping[str, int]) -> Explanatio
 
 def concept_names_of(run: Run, bank: ConceptBank) -> dict[tuple[str, int], str]:
     """(class, rank) -> part name from the run's concept purity when it has one (toyworld), else {}."""
+    from .errors import ArtifactError
+
     purity = run.bank_purity(bank)
-    return {} if purity is None else names_from_purity(purity, min_purity=NAME_MIN_PURITY)
+    try:
+        return {} if purity is None else names_from_purity(purity, min_purity=NAME_MIN_PURITY)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{run.purity_path}: malformed purity rows ({type(exc).__name__}: {exc})") from None
 
 
 class RunExplainer:

@@ -348,10 +348,24 @@ class Run:
                                 f"`vrx train --run {self.path}` again")
 
     def purity(self) -> dict[str, Any] | None:
-        """``purity.json`` (variant -> per-class rows and summary), or None when the run has none."""
+        """``purity.json`` (variant -> per-class rows and summary), or None when the run has none.
+
+        ArtifactError when it was computed for another concept bank than the run's: its part
+        names would name other concepts.
+        """
         from .store import read_json
 
-        return read_json(self.purity_path) if self.purity_path.exists() else None
+        if not self.purity_path.exists():
+            return None
+        data = read_json(self.purity_path)
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{self.purity_path}: expected a JSON object")
+        data = dict(data)
+        made = self._made_from(self.purity_path, {"made_from": data.pop("made_from")} if "made_from" in data else {})
+        if made is not None and self.has_bank() and made.get("bank") != self.bank_hash():
+            raise ArtifactError(f"{self.purity_path}: computed for another concept bank than "
+                                f"{self.concepts_dir} holds; run `vrx discover --out {self.path}` again")
+        return data
 
     def bank_purity(self, bank: ConceptBank) -> dict[str, Any] | None:
         """The purity of ``bank`` itself: the variant (with or without Grad-CAM) it was discovered with."""
@@ -360,12 +374,15 @@ class Run:
             return None
         variant = "gradcam" if bank.config.gradcam.enabled else "no_gradcam"
         chosen = purity.get(variant) or next(iter(purity.values()), None)
-        return chosen if isinstance(chosen, dict) else None
+        if chosen is not None and not (isinstance(chosen, dict) and isinstance(chosen.get("classes"), dict)):
+            raise ArtifactError(f"{self.purity_path}: '{variant}' is not a purity record with 'classes'")
+        return chosen
 
     def write_purity(self, purity: dict[str, Any]) -> Path:
+        """Write ``purity.json`` with the bank it was computed for (write the bank first)."""
         from .store import write_json
 
-        return write_json(self.purity_path, purity)
+        return write_json(self.purity_path, {**purity, "made_from": {"bank": self.bank_hash()}})
 
     def write_concepts_summary(self, summary: dict[str, Any]) -> Path:
         from .store import write_json
@@ -461,18 +478,36 @@ class Run:
         """Write the fitted GRN (weights, config, split, history) and its metrics."""
         from .store import write_json
 
-        made_from = {"bank": self.bank_hash(), "graphs": self.graphs_hash()}
-        distiller.save(self.grn_dir, extra={"made_from": made_from})
         write_json(self.grn_metrics_path, metrics)
+        made_from = {"bank": self.bank_hash(), "graphs": self.graphs_hash()}
+        distiller.save(self.grn_dir, extra={"made_from": made_from, "metrics_hash": self._metrics_hash()})
         return self.grn_dir
 
     def grn_metrics(self) -> dict[str, Any] | None:
         """``grn/metrics.json`` (fidelity and ablations), or None before ``vrx train``."""
+        from .grn.io import CONFIG_FILE
         from .store import read_json
 
-        if self.has_grn():
-            self.check_grn(graphs=True)
-        return read_json(self.grn_metrics_path) if self.grn_metrics_path.exists() else None
+        if not self.has_grn():
+            return read_json(self.grn_metrics_path) if self.grn_metrics_path.exists() else None
+        self.check_grn(graphs=True)
+        if not self.grn_metrics_path.exists():
+            log.warning("%s: missing, so there is no fidelity table; run `vrx train --run %s` again",
+                        self.grn_metrics_path, self.path)
+            return None
+        recorded = read_json(self.grn_dir / CONFIG_FILE).get("metrics_hash")
+        if recorded is not None and recorded != self._metrics_hash():
+            raise ArtifactError(f"{self.grn_metrics_path}: does not match the GRN in {self.grn_dir} (edited, "
+                                f"or from another training); run `vrx train --run {self.path}` again")
+        metrics = read_json(self.grn_metrics_path)
+        if not isinstance(metrics, dict):
+            raise ArtifactError(f"{self.grn_metrics_path}: expected a JSON object")
+        return metrics
+
+    def _metrics_hash(self) -> str:
+        from .store import content_hash
+
+        return content_hash(self.grn_metrics_path.read_bytes())
 
     def split(self) -> Split | None:
         """The train / validation / test image indices the GRN was trained with (None if not recorded)."""

@@ -117,6 +117,9 @@ class ConceptExtractor:
             rejected: dict[int, str] = {}
             clusters = cluster_patches(table.features, table.image_index, len(table.images),
                                        cfg.cluster, cfg.seed, rejected)
+            for cl in [cl for cl in clusters if len(cl.members) < 2]:   # too few for a CAV's hold-out
+                rejected[cl.label] = f"size: {len(cl.members)} member patch(es), a CAV needs at least 2"
+            clusters = [cl for cl in clusters if len(cl.members) >= 2]
             report.add_time("clustering", time.perf_counter() - t0)
             t0 = time.perf_counter()
             grads = self._class_gradients(table.images, class_ids[cls])

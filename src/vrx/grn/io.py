@@ -7,6 +7,7 @@
      "shape": {"num_classes": K, "num_nodes": N, "feature_dim": D},   the graphs it was built for
      "class_names": [...],       the K classes of interest, in order (null when unnamed)
      "layout": {...},            EmbeddingLayout.to_dict(), for readers without vrx
+     "weights_hash": "...",      content hash of model.safetensors: damaged weights are an error
      ...}                        what the caller adds (Distiller.save: "split", "distill", "best_epoch",
                                  "history")
 
@@ -22,14 +23,14 @@ from typing import Any
 
 from ..errors import ArtifactError, ConfigError
 from ..graphs.scg import GraphShape
-from ..store import load_tensors, read_json, save_tensors, write_json
+from ..store import content_hash, load_tensors, read_json, save_tensors, write_json
 from .config import GRNConfig
 from .model import GRN
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 2
-_OWN_KEYS = ("format_version", "config", "shape", "class_names", "layout")
+_OWN_KEYS = ("format_version", "config", "shape", "class_names", "layout", "weights_hash")
 
 
 def save_grn(directory: str | os.PathLike, model: GRN, extra: dict[str, Any] | None = None) -> Path:
@@ -41,9 +42,17 @@ def save_grn(directory: str | os.PathLike, model: GRN, extra: dict[str, Any] | N
     save_tensors(directory / MODEL_FILE, dict(model.state_dict()))
     meta = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(),
             "shape": model.graph_shape.to_dict(), "class_names": model.class_names,
-            "layout": model.layout.to_dict(), **(extra or {})}
+            "layout": model.layout.to_dict(), "weights_hash": _weights_hash(directory / MODEL_FILE),
+            **(extra or {})}
     write_json(directory / CONFIG_FILE, meta)
     return directory
+
+
+def _weights_hash(path: Path) -> str:
+    try:
+        return content_hash(path.read_bytes())
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _architecture(meta: dict[str, Any]) -> tuple[GRNConfig, GraphShape]:
@@ -72,8 +81,14 @@ def load_grn(directory: str | os.PathLike) -> GRN:
     try:
         config, shape = _architecture(meta)
         model = GRN(config, shape, meta.get("class_names"))
-    except (ConfigError, TypeError) as exc:
-        raise ArtifactError(f"{cfg_path}: {exc}") from None
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        why = exc if isinstance(exc, ConfigError) else f"malformed ({type(exc).__name__}: {exc})"
+        raise ArtifactError(f"{cfg_path}: {why}") from None
+    # Safetensors has no checksum: a flipped byte in the weights would load as another network.
+    recorded = meta.get("weights_hash")
+    if recorded is not None and model_path.exists() and recorded != _weights_hash(model_path):
+        raise ArtifactError(f"{model_path}: does not match the weights_hash in {cfg_path.name} (the file "
+                            "is damaged or from another GRN); run `vrx train` again")
     state = load_tensors(model_path)
     own = model.state_dict()
     missing, unexpected = set(own) - set(state), set(state) - set(own)

@@ -398,7 +398,7 @@ def _child(argv: list[str]) -> None:
 
 def _discover_args(model: str, images: Path, out: Path) -> list[str]:
     return ["discover", "--model", model, "--images", str(images), "--classes", "ambulance,fire_engine",
-            "--max-images", "3", "--out", str(out), "--seed", "0", "--preset", "toyworld"]
+            "--max-images", "2", "--out", str(out), "--seed", "0", "--preset", "toyworld"]
 
 
 def _bank_state(run: Path) -> tuple[str, dict[str, bytes]]:

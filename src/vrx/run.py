@@ -190,7 +190,6 @@ class Run:
     # ------------------------------------------------------------------ manifest and classifier
     def manifest(self) -> Manifest:
         """``run.json``; ArtifactError when it is missing or malformed."""
-        from .errors import ConfigError
         from .store import read_json
 
         if not self.manifest_path.exists():

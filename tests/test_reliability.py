@@ -270,3 +270,20 @@ def test_a_missing_run_folder_is_not_created(tmp_path, toy_world):
     r = vrx("graphs", "--run", tmp_path / "typo", "--images", toy_world)
     assert r.rc == 2 and r.clean(), r
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("argv", [["toyworld", "render", "--n-per-class", "1", "--out"],
+                                  ["toyworld", "train", "--data", "nowhere", "--out"],
+                                  ["compare", "--images", "nowhere", "--out"]])
+def test_an_output_folder_that_is_a_file_is_a_clear_error(tmp_path, argv):
+    (tmp_path / "afile").write_text("keep me")
+    r = vrx(*argv, tmp_path / "afile")
+    assert r.rc == 2 and r.clean() and "is a file" in r.err, r
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("split", ['{"train": ["a"], "test": [1]}', '[1, 2]', '{"val": [1]}', '{"train": [true]}'])
+def test_a_malformed_split_file_is_a_clear_error(tmp_path, split):
+    (tmp_path / "split.json").write_text(split)
+    r = vrx("train", "--run", tmp_path / "run", "--split", tmp_path / "split.json")
+    assert r.rc == 2 and r.clean() and "split" in r.err, r

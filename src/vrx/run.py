@@ -521,7 +521,7 @@ class Run:
             return None
         try:
             split = Split.from_dict(data)
-        except (KeyError, TypeError, ValueError, RuntimeError):
+        except ConfigError:
             raise ArtifactError(f"{self.grn_dir / CONFIG_FILE}: 'split' is not a train/val/test "
                                 "object of image indices") from None
         n = len(self.graphs_meta().get("image_ids") or [])

@@ -71,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..run import Run
     from ..runtime import threads
-    from ._common import adapter_from_args
+    from ._common import adapter_from_args, check_out_dir
 
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.out is not None:
+        check_out_dir(args.out)
     folder = None
     if args.run is not None:
         if args.model is not None:

@@ -23,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
     from ..demo import DemoConfig, run_demo
 
+    from ._common import check_out_dir
+
+    check_out_dir(args.out)
     config = DemoConfig(seed=args.seed)
     if args.classes:
         config = dataclasses.replace(config, classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()))

@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.out is not None and args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; give the JSON file's name")
     folder = Run(args.run, trust_code=args.trust_run)
     only = folder.test_images() if args.split == "test" else None
     images = interleaved_images(args.images, only)

@@ -54,7 +54,9 @@ def _classes(text: str | None) -> list[str]:
 def run_render(args: argparse.Namespace) -> int:
     """Render a toyworld dataset folder."""
     from ..data.toyworld import render_dataset
+    from ._common import check_out_dir
 
+    check_out_dir(args.out)
     m = render_dataset(args.out, args.n_per_class, args.seed, classes=_classes(args.classes),
                        n_random=args.n_random, size=args.size)
     print(f"toyworld: {m['n_per_class']} x {len(m['classes'])} classes ({', '.join(m['classes'])}) "
@@ -66,7 +68,9 @@ def run_train(args: argparse.Namespace) -> int:
     """Train the toy CNN on a rendered folder."""
     from ..models.toytrain import train_toy
     from ..runtime import threads
+    from ._common import check_out_dir
 
+    check_out_dir(args.out)
     with threads(torch_threads=args.threads):
         m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed)
     print(f"toy cnn: test accuracy {m['test_accuracy']:.3f}, val {m['val_accuracy']:.3f} "

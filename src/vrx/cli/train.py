@@ -67,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.split:
         try:
             split = Split.from_dict(read_json(args.split))
-        except (KeyError, TypeError, AttributeError):
-            raise ConfigError(f"{args.split}: expected a JSON object with 'train', 'val' and 'test' "
-                              "lists of image indices") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{args.split}: {exc}") from None
     run = Run(args.run)
     with threads(**GRN_THREADS):
         metrics = stages.train_grn(run, config, distill, ablations=not args.no_ablations, split=split)

@@ -60,8 +60,15 @@ class Split:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Split:
-        """From ``{"train": [...], "val": [...], "test": [...]}`` (val/test may be missing)."""
-        return cls(d["train"], d.get("val", []), d.get("test", []))
+        """From ``{"train": [...], "val": [...], "test": [...]}`` (val/test may be missing);
+        ConfigError unless each part is a list of integer image indices."""
+        if not isinstance(d, dict) or "train" not in d:
+            raise ConfigError("split: expected an object with 'train' (and 'val', 'test') lists of image indices")
+        parts = [d["train"], d.get("val", []), d.get("test", [])]
+        for name, part in zip(("train", "val", "test"), parts):
+            if not (isinstance(part, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in part)):
+                raise ConfigError(f"split: '{name}' must be a list of integer image indices")
+        return cls(*parts)
 
 
 def make_split(image_ids: list[str] | int, val_fraction: float = 0.15, test_fraction: float = 0.15,

@@ -266,6 +266,10 @@ def test_seeds_early_stopping_and_save_load(tmp_path):
     meta = json.loads((tmp_path / "grn" / "config.json").read_text())
     meta["config"]["hidden"] = [8, 8]
     (tmp_path / "grn" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="edited or damaged"):   # its meta_hash finds the edit
+        load_grn(tmp_path / "grn")
+    del meta["meta_hash"]   # unsealed, as an older vrx wrote it: the weights' shapes still disagree
+    (tmp_path / "grn" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="model.safetensors"):
         load_grn(tmp_path / "grn")
     with pytest.raises(ArtifactError, match="config.json"):
@@ -285,7 +289,7 @@ def test_grn_folder_records_architecture_shape_classes_and_split(tmp_path):
     assert meta["best_epoch"] == d.best_epoch_ and len(meta["history"]) == len(d.history_)
     # A version-1 folder (N, K, D and training settings in one config) is still read.
     v1 = {**meta, "format_version": 1, "config": {**meta["config"], **meta["distill"], "N": 3, "K": 2, "D": 5}}
-    del v1["shape"], v1["distill"]
+    del v1["shape"], v1["distill"], v1["meta_hash"], v1["weights_hash"]
     (tmp_path / "grn" / "config.json").write_text(json.dumps(v1))
     old = load_grn(tmp_path / "grn")
     assert old.config == SMALL and old.graph_shape == GraphShape(2, 3, 5)

@@ -315,9 +315,12 @@ def test_a_run_without_provenance_still_reads_with_a_warning(fuzz_run):
     """A run made by an older vrx (no made_from): the same answer, and a warning that it is unchecked."""
     work = fuzz_run["work"]
     _fresh(fuzz_run["pristine"], work, fuzz_run["cache"])
-    for name in ("graphs/graphs.json", "grn/config.json"):
+    older = {"graphs/graphs.json": ["made_from", "image_paths_base", "meta_hash"],
+             "grn/config.json": ["made_from", "weights_hash", "metrics_hash", "meta_hash"]}
+    for name, keys in older.items():
         meta = json.loads((work / name).read_text())
-        del meta["made_from"]
+        for key in keys:
+            del meta[key]
         (work / name).write_text(json.dumps(meta))
     r = vrx("report", "--run", work, "--samples", "1")
     ok = r.rc == 0 and any("records no provenance" in w for w in r.warnings)

@@ -329,11 +329,14 @@ class Run:
         ``graphs`` matters where the GRN's train/val/test split indexes the graphs (report, test
         images); explaining new images needs only the bank.
         """
-        from .grn.io import CONFIG_FILE
-        from .store import read_json
+        from .grn.io import CONFIG_FILE, RETRAIN
+        from .store import check_seal, read_json
 
         self._require_grn()
-        made = self._made_from(self.grn_dir / CONFIG_FILE, read_json(self.grn_dir / CONFIG_FILE))
+        meta = read_json(self.grn_dir / CONFIG_FILE)
+        if isinstance(meta, dict):
+            check_seal(meta, self.grn_dir / CONFIG_FILE, RETRAIN)
+        made = self._made_from(self.grn_dir / CONFIG_FILE, meta)
         if made is None:
             return
         if self.has_bank() and made.get("bank") != self.bank_hash():
@@ -437,9 +440,13 @@ class Run:
         from .graphs.dataset import GRAPHS_META
         from .store import read_json
 
+        from .graphs.dataset import REBUILD
+        from .store import check_seal
+
         meta = read_json(self.graphs_dir / GRAPHS_META)
         if not isinstance(meta, dict):
             raise ArtifactError(f"{self.graphs_dir / GRAPHS_META}: expected a JSON object")
+        check_seal(meta, self.graphs_dir / GRAPHS_META, REBUILD)
         return meta
 
     def match_config(self) -> MatchConfig:

@@ -57,6 +57,32 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
 
 
+#: The key under which :func:`seal` records the hash of a metadata record's own content.
+SEAL_KEY = "meta_hash"
+
+
+def seal(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` with the hash of its own content added, so that :func:`check_seal` finds any later
+    edit (a deleted key would otherwise quietly take its default)."""
+    body = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    return {**body, SEAL_KEY: _meta_digest(body)}
+
+
+def check_seal(meta: Mapping[str, Any], path: str | os.PathLike, remedy: str) -> None:
+    """ArtifactError when ``meta`` was sealed and has changed since (a record without a seal passes)."""
+    recorded = meta.get(SEAL_KEY)
+    if recorded is not None and recorded != _meta_digest({k: v for k, v in meta.items() if k != SEAL_KEY}):
+        raise ArtifactError(f"{path}: edited or damaged since vrx wrote it (its {SEAL_KEY} does not "
+                            f"match); {remedy}")
+
+
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    # Through JSON and back first, so the digest is that of what the file holds (tuples as lists,
+    # NumPy scalars as numbers).
+    normal = json.loads(json.dumps(meta, default=_json_default))
+    return content_hash(json.dumps(normal, sort_keys=True))
+
+
 def check_format_version(record: Mapping[str, Any], key: str, version: int, what: str) -> None:
     """ArtifactError unless ``record[key]`` is ``version``: '<what> version 2, this vrx reads 1'."""
     if record.get(key) != version:

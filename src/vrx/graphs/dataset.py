@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from ..errors import ArtifactError
-from ..store import content_hash, load_tensors, read_json, save_tensors, write_json
+from ..store import check_seal, content_hash, load_tensors, read_json, save_tensors, seal, write_json
 from .scg import DUMMY_EPS, FORMAT_VERSION, SCGBatch, SCGShapeError, batch_from_tensors
 from .teacher import Teacher
 
 GRAPHS_TENSORS = "graphs.safetensors"
 GRAPHS_META = "graphs.json"
+REBUILD = "run `vrx graphs` again (and then `vrx train`)"
 
 
 @dataclass
@@ -89,7 +90,7 @@ def save_graph_dataset(folder: str | os.PathLike, ds: GraphDataset,
                  "config": ds.config, **(extra or {})})
     # Tensors first, metadata last: a reader that finds the JSON finds matching tensors.
     save_tensors(folder / GRAPHS_TENSORS, tensors)
-    write_json(folder / GRAPHS_META, meta)
+    write_json(folder / GRAPHS_META, seal(meta))
     return folder
 
 
@@ -105,6 +106,7 @@ def load_graph_dataset(folder: str | os.PathLike,
     meta = read_json(meta_path)
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: expected a JSON object")
+    check_seal(meta, meta_path, REBUILD)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{meta_path}: format_version {meta.get('format_version')!r}, "
                             f"this vrx reads {FORMAT_VERSION}")

@@ -8,6 +8,7 @@
      "class_names": [...],       the K classes of interest, in order (null when unnamed)
      "layout": {...},            EmbeddingLayout.to_dict(), for readers without vrx
      "weights_hash": "...",      content hash of model.safetensors: damaged weights are an error
+     "meta_hash": "...",         hash of this record itself (vrx.store.seal): an edit is an error
      ...}                        what the caller adds (Distiller.save: "split", "distill", "best_epoch",
                                  "history")
 
@@ -23,14 +24,15 @@ from typing import Any
 
 from ..errors import ArtifactError, ConfigError
 from ..graphs.scg import GraphShape
-from ..store import content_hash, load_tensors, read_json, save_tensors, write_json
+from ..store import SEAL_KEY, check_seal, content_hash, load_tensors, read_json, save_tensors, seal, write_json
 from .config import GRNConfig
 from .model import GRN
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 2
-_OWN_KEYS = ("format_version", "config", "shape", "class_names", "layout", "weights_hash")
+_OWN_KEYS = ("format_version", "config", "shape", "class_names", "layout", "weights_hash", SEAL_KEY)
+RETRAIN = "run `vrx train` again"
 
 
 def save_grn(directory: str | os.PathLike, model: GRN, extra: dict[str, Any] | None = None) -> Path:
@@ -44,7 +46,7 @@ def save_grn(directory: str | os.PathLike, model: GRN, extra: dict[str, Any] | N
             "shape": model.graph_shape.to_dict(), "class_names": model.class_names,
             "layout": model.layout.to_dict(), "weights_hash": _weights_hash(directory / MODEL_FILE),
             **(extra or {})}
-    write_json(directory / CONFIG_FILE, meta)
+    write_json(directory / CONFIG_FILE, seal(meta))
     return directory
 
 
@@ -78,6 +80,7 @@ def load_grn(directory: str | os.PathLike) -> GRN:
         version = meta.get("format_version") if isinstance(meta, dict) else None
         raise ArtifactError(f"{cfg_path}: not a GRN config of format version 1 or {FORMAT_VERSION} "
                             f"(format_version {version!r})")
+    check_seal(meta, cfg_path, RETRAIN)
     try:
         config, shape = _architecture(meta)
         model = GRN(config, shape, meta.get("class_names"))

@@ -289,12 +289,12 @@ class Run:
     def _hash(self, what: str, folder: Path, files: tuple[str, ...], fingerprint: Any) -> str | None:
         if not (folder / files[0]).exists():
             return None
-        # Hashed again only when a file changed (size or modification time).
+        # Hashed again only when a file changed (every write replaces the file: a new inode).
         stamp = [what]
         for name in files:
             try:
                 st = (folder / name).stat()
-                stamp.append((st.st_size, st.st_mtime_ns))
+                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
             except OSError:
                 stamp.append(None)
         key = tuple(stamp)

@@ -10,6 +10,7 @@ A run folder holds everything one explained classifier produces::
     RUN/grn/                      the distilled GRN: model.safetensors, config.json, metrics.json
     RUN/report.html               the HTML report
     RUN/experiments/<name>/       what an experiment writes
+    RUN/experiments/<name>.json   an experiment's result (consistency, diagnosis)
 
 :class:`Run` is the only place that spells these paths. It reads and writes each artifact through
 the artifact's own typed reader and turns a missing one into an ArtifactError that names the file
@@ -119,6 +120,10 @@ class Run:
     def experiment_dir(self, name: str) -> Path:
         """The folder an experiment writes its records into."""
         return self.path / "experiments" / name
+
+    def experiment_result_path(self, name: str) -> Path:
+        """``RUN/experiments/<name>.json``: an experiment's result (``vrx consistency``, ``vrx diagnose``)."""
+        return self.path / "experiments" / f"{name}.json"
 
     # ------------------------------------------------------------------ manifest and classifier
     def manifest(self) -> Manifest:

@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a shifted split rendered before (default: render one into RUN/experiments/consistency/images)")
     p.add_argument("--n-per-class", type=int, default=200, help="shifted images per class (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shifted split and the random controls")
-    p.add_argument("--max-steps", type=int, default=3,
-                   help="VRX-guided edits per error: re-explain and edit while still wrong (default 3)")
+    p.add_argument("--max-steps", type=int, default=5,
+                   help="VRX-guided edits per error: re-explain and edit while still wrong (default 5)")
     p.add_argument("--patch", choices=("box", "segment"), default="box",
                    help="an edited patch is its segment's bounding box (default) or the segment itself")
     p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM row")

@@ -22,7 +22,8 @@ gets wrong (true class t, predicted p; none is dropped):
    * ``gradcam``: the pixels Grad-CAM for p marks most, as many as the VRX edit changed, filled;
 
 3. the culprit is **on the planted cause** when at least ``overlap`` of its patch (of either end for
-   a relation) lies in the planted region, and VRX's type **agrees** when it equals the planted type.
+   a relation) lies in the planted region, or, for a concept that was not found (no patch), when its
+   part is the planted part; VRX's type **agrees** when it equals the planted type.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class ConsistencyExperiment(GuidedEdits):
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
 
     # ------------------------------------------------------------------ one error
-    def _look(self, image: np.ndarray, p: int, t: int, exclude: Collection[tuple] = ()) -> ErrorView:
+    def look(self, image: np.ndarray, p: int, t: int, exclude: Collection[tuple] = ()) -> ErrorView:
         """Graphs, contributions and VRX's account of ``image`` for the error p (predicted) vs t (true)."""
         dataset, matches = self.builder.transform([image], return_matches=True)
         graphs = dataset.graphs
@@ -153,14 +154,20 @@ class ConsistencyExperiment(GuidedEdits):
         if predicted is None:
             predicted = self.class_names[int(self.classify([image])[0].argmax())]
         p = self.class_names.index(predicted)
-        look = self._look(image, p, t)
+        look = self.look(image, p, t)
         acc, culprit = look.account, look.account.culprit
         expl = self.interpreter.explain(look.graphs, target=p)[0]
         region = cause.region(image.shape[0])
         ends = [] if culprit is None else [culprit.concept] + ([culprit.target] if culprit.target else [])
-        overlap = None
-        if culprit is not None:
+        overlap, on_cause = None, False
+        if culprit is not None and culprit.kind == "missing":
+            # A concept that was not found has no patch: VRX names the concept, so its part must be the
+            # planted one (the part taken away, or the part put in its place).
+            part = self.interpreter.concept_names.get((culprit.class_graph, culprit.concept))
+            on_cause = part is not None and part in {cause.part, cause.detail.get("replaced_by")}
+        elif culprit is not None:
             overlap = max(float((m & region).sum() / max(m.sum(), 1)) for m in self._where(image, look, culprit, t, path))
+            on_cause = overlap >= self.config.overlap
         edits: dict[str, EditOutcome] = {}
 
         # VRX-guided: edit the culprit, ask the classifier; while it is still wrong, explain the
@@ -187,7 +194,7 @@ class ConsistencyExperiment(GuidedEdits):
             if q == t or step + 1 == self.config.max_steps:
                 break
             cur_p = q
-            cur_look = self._look(current, cur_p, t, done)
+            cur_look = self.look(current, cur_p, t, done)
         n_steps = len(masks)
         if n_steps:
             q = int(self.classify([current])[0].argmax())
@@ -221,7 +228,7 @@ class ConsistencyExperiment(GuidedEdits):
         return ConsistencyRecord(
             image=path, true_class=scene.cls, predicted=predicted, grn_predicted=expl.predicted,
             planted=planted, account=acc.to_dict(), culprit_overlap=overlap,
-            culprit_on_cause=bool(overlap is not None and overlap >= self.config.overlap),
+            culprit_on_cause=bool(on_cause),
             type_agrees=acc.type == cause.type,
             sentences={"why_predicted": expl.why.sentence, "why_not_true": expl.classes[scene.cls].sentence},
             edits={k: edits[k] for k in EDITS if k in edits})

@@ -56,37 +56,33 @@ class GuidedEdits:
 
     @cached_property
     def expected_offsets(self) -> np.ndarray:
-        """[K, N, 2] mean (x, y) offset of node n of graph k from the mean of the other detected nodes,
-        over the run's graphs of images of class k; NaN where never seen."""
+        """[K, N, N, 2] mean (x, y) offset of node n from node m of graph k (the relation n - m), over
+        the run's graphs of images of class k where both are detected; NaN where never seen together."""
         ds = self.run_folder.graphs(self.class_names)
         pos, present = ds.graphs.pos.double().numpy(), ds.graphs.present.numpy() > 0
         labels = np.asarray(ds.labels)
         k_, n_ = present.shape[1:3]
-        out = np.full((k_, n_, 2), np.nan)
+        out = np.full((k_, n_, n_, 2), np.nan)
         for k in range(k_):
-            real = np.arange(n_) < self.n_concepts[k]
-            rows = np.flatnonzero(labels == k)
+            rows = labels == k
             for n in range(self.n_concepts[k]):
-                offs = []
-                for b in rows:
-                    others = present[b, k] & real
-                    others[n] = False
-                    if present[b, k, n] and others.any():
-                        offs.append(pos[b, k, n] - pos[b, k, others].mean(0))
-                if offs:
-                    out[k, n] = np.mean(offs, axis=0)
+                for m in range(self.n_concepts[k]):
+                    both = rows & present[:, k, n] & present[:, k, m]
+                    if m != n and both.any():
+                        out[k, n, m] = (pos[both, k, n] - pos[both, k, m]).mean(0)
         return out
 
     def expected_position(self, look: ErrorView, k: int, n: int) -> np.ndarray | None:
-        """(x, y) in [0, 1] where node n (1-based) of graph k sits relative to the graph's other detected
-        nodes in images of class k; None without a reference."""
-        real = np.arange(look.present.shape[1]) < self.n_concepts[k]
-        others = look.present[k] & real
-        others[n - 1] = False
+        """(x, y) in [0, 1] where node n (1-based) of the true class's graph k belongs: from the
+        detected concept of k that supports k most (the anchor), by their mean relation in images of
+        k; None without an anchor."""
         off = self.expected_offsets[k, n - 1]
-        if not others.any() or np.isnan(off).any():
+        anchors = [m for m in range(self.n_concepts[k]) if m != n - 1 and look.present[k, m]
+                   and not np.isnan(off[m]).any()]
+        if not anchors:
             return None
-        return look.pos[k, others].mean(0) + off
+        m = max(anchors, key=lambda j: look.own[j])
+        return look.pos[k, m] + off[m]
 
     def _member_patch(self, cls: str, concept: int, exclude: str) -> tuple[np.ndarray, np.ndarray, str] | None:
         """(source image, mask, path) of the nearest member patch of a concept from another image."""
@@ -184,15 +180,11 @@ class GuidedEdits:
             return "fill", n, new, reg, {}
         # A relation of the true class: move its misplaced end to where t's images put it.
         h, w = image.shape[:2]
-        real = np.arange(look.present.shape[1]) < self.n_concepts[k]
         best = None
         for n in ends:
-            others = look.present[k] & real
-            others[n - 1] = False
-            off = self.expected_offsets[k, n - 1]
-            if not others.any() or np.isnan(off).any():
+            want = self.expected_position(look, k, n)
+            if want is None:
                 continue
-            want = look.pos[k, others].mean(0) + off
             dev = float(np.linalg.norm(look.pos[k, n - 1] - want))
             if best is None or dev > best[0]:
                 best = (dev, n, want)

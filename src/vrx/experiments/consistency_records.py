@@ -33,7 +33,7 @@ class ConsistencyConfig(Config):
     overlap: float = 0.5          # culprit on the planted cause: this share of its patch in the planted region
     gradcam: bool = True          # also the Grad-CAM row
     patch: str = "box"            # what is pasted from a concept's example: its "box" or its "segment"
-    max_steps: int = 3            # VRX-guided edits per error: re-explain and edit while still wrong
+    max_steps: int = 5            # VRX-guided edits per error: re-explain and edit while still wrong
 
     def validate(self) -> None:
         check((int(self.n_per_class) >= 1, f"n_per_class must be >= 1, got {self.n_per_class}"),

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from vrx.data.toyworld import PART_TYPES
 from vrx.errors import ConfigError
 from vrx.experiments.bias import (
     CONCEPT_CLASS, CONCEPT_PART, TRAIN_POSE, added_scenes, scenario_scenes, write_scenes,
@@ -45,7 +46,8 @@ def test_added_scenes_and_their_checks(tmp_path):
     with pytest.raises(ConfigError):
         scenario_scenes("pose", "train", 3, seed=0)
     out = write_scenes(tmp_path, without, ["fire_engine"], seed=0)
-    assert json.loads((out / "toyworld.json").read_text())["counts"] == {"fire_engine": 3, "random": 0}
+    manifest = json.loads((out / "toyworld.json").read_text())
+    assert manifest["counts"] == {"fire_engine": 3, "random": 0} and manifest["part_types"] == PART_TYPES
     assert len(list((out / "fire_engine").glob("added-*.json"))) == 3
 
 
@@ -86,3 +88,6 @@ def test_diagnose_on_a_tiny_run(vrx_run, tmp_path, capsys):
         assert d["type_agreement"] == sum(e["type"] == "concept" for e in d["errors"]) / d["n_errors"]
         assert {r["class"] for r in d["recommendations"]} == {e["true_class"] for e in d["errors"]}
     assert d["markdown"] == diagnosis_markdown(d)
+    from vrx.report import render_report
+
+    assert "Diagnosis (paper section 4.4)" in render_report(vrx_run, n_samples=0)

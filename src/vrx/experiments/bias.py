@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.toyworld.classes import DEFAULT_CLASSES
+from ..data.toyworld.classes import DEFAULT_CLASSES, PART_TYPES
 from ..data.toyworld.dataset import write_scene
 from ..data.toyworld.sample import generate_random_scenes, sample_scene, scene_rng
 from ..data.toyworld.scene import POSES, Scene, remove_part
@@ -92,6 +92,7 @@ def write_scenes(out_dir: str | os.PathLike, scenes: Sequence[Scene], classes: S
     for s in generate_random_scenes(n_random, seed):
         write_scene(out / "random", f"{s.meta['index']:06d}", s)
     write_json(out / "toyworld.json", {"dataset": "toyworld", "version": 1, "classes": list(classes),
+                                       "part_types": list(PART_TYPES),
                                        "seed": int(seed), "counts": counts | {"random": n_random},
                                        "n_random": n_random} | dict(extra or {}))
     return out

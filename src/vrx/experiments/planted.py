@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.toyworld.classes import CLASS_LAYOUTS, LOOSE_SIZES, PART_SHAPES, SHADE
+from ..data.toyworld.classes import CLASS_LAYOUTS, LOOSE_SIZES, PART_SHAPES, PART_TYPES, SHADE
 from ..data.toyworld.render import part_mask
 from ..data.toyworld.sample import _part_colours, sample_scene, scene_rng
 from ..data.toyworld.scene import Part, Scene, insert_part
@@ -181,6 +181,7 @@ def render_shifted(out_dir: str | os.PathLike, classes: Sequence[str], n_per_cla
         k = s.meta["planted"]["kind"]
         counts[s.cls][k] = counts[s.cls].get(k, 0) + 1
     manifest = {"dataset": "toyworld", "version": 1, "split": "shifted", "classes": list(classes),
+                "part_types": list(PART_TYPES),
                 "seed": int(seed), "size": int(size), "n_per_class": int(n_per_class), "n_random": 0,
                 "shifts": list(SHIFTS), "counts": counts}
     write_json(out / MANIFEST, manifest)

@@ -166,7 +166,7 @@ class ConsistencyExperiment(GuidedEdits):
             part = self.interpreter.concept_names.get((culprit.class_graph, culprit.concept))
             on_cause = part is not None and part in {cause.part, cause.detail.get("replaced_by")}
         elif culprit is not None:
-            overlap = max(float((m & region).sum() / max(m.sum(), 1)) for m in self._where(image, look, culprit, t, path))
+            overlap = max(float((m & region).sum() / max(m.sum(), 1)) for m in self._where(look, culprit))
             on_cause = overlap >= self.config.overlap
         edits: dict[str, EditOutcome] = {}
 

@@ -210,14 +210,14 @@ class GuidedEdits:
         return new, reg, {"source_image": src_path, "source_bbox": [int(v) for v in bbox_of(src_mask)],
                           "concept": f"{self.class_names[t]}/{n}"}
 
-    def _where(self, image: np.ndarray, look: ErrorView, culprit: Culprit, t: int, path: str) -> list[np.ndarray]:
-        """The culprit's place in the image: its patch, both ends' patches, or where a missing one goes."""
-        k = self.class_names.index(culprit.class_graph)
+    def _where(self, look: ErrorView, culprit: Culprit) -> list[np.ndarray]:
+        """The culprit's matched segments (both ends' for a relation; a missing concept has none):
+        the exact patches VRX matched, whatever shape the edits give them."""
         if culprit.kind == "missing":
-            got = self._missing_paste(image, look, t, culprit.concept, path)
-            return [got[1]] if got is not None else [np.zeros(image.shape[:2], bool)]
+            return []
+        k = self.class_names.index(culprit.class_graph)
         ends = [culprit.concept] + ([culprit.target] if culprit.target else [])
-        return [look.mask(k, n) for n in ends]
+        return [look.patches.masks[look.chosen[k, n - 1]] for n in ends]
 
     def _gradcam(self, image: np.ndarray, cls: int) -> np.ndarray:
         from ..attribution.gradcam import GradCAM

@@ -10,7 +10,10 @@ For each seed and scenario (``vrx.experiments.bias``):
    450 images of the diagnosed class as its recommendation says (``poses``: 150 per pose;
    ``without``: without the named part); setting 2, 450 of that class as in training; and the other
    scenario's recommendation as a mismatched control (``poses`` for concept, ``without`` the class's
-   own signature part for structure).
+   own signature part for structure); and, for reference, the remedy of the planted cause whatever
+   VRX says (``oracle``: every pose for structure, fire engines without their ladder for concept).
+
+``--settings`` runs only some of the rows; finished stages of a scenario's run are reused.
 
 Writes ``OUT/diagnosis.json`` and ``OUT/diagnosis.md`` (per seed, and mean ± std over seeds) and
 prints its own run time.
@@ -33,14 +36,16 @@ import torch
 
 from vrx.data.toyworld.dataset import list_images
 from vrx.demo import DemoConfig, Pipeline
-from vrx.experiments.bias import ADDITIONS, PLANTED, SCENARIOS, added_scenes, scenario_scenes, write_scenes
+from vrx.experiments.bias import ADDITIONS, CONCEPT_PART, PLANTED, SCENARIOS, added_scenes, scenario_scenes, write_scenes
 from vrx.experiments.diagnose import diagnose
 from vrx.experiments.planted import signature_types
 from vrx.models import load
 from vrx.models.toytrain import DEFAULT_THREADS, train_toy
+from vrx.run import Run
 from vrx.runtime import threads
 
 N_TEST, N_ADDED = 150, 450
+SETTINGS = ("setting1", "setting2", "mismatched", "oracle")
 
 
 class ScenarioPipeline(Pipeline):
@@ -112,6 +117,11 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     ap.add_argument("--demo-runs", help="demo folders to reuse for the concept scenario, e.g. runs/s{seed}")
     ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--reuse-diagnosis", action="store_true",
+                    help="read RUN/experiments/diagnosis.json when it was made on the same test folder")
+    ap.add_argument("--result", default="diagnosis", help="name of the result files OUT/NAME.json, OUT/NAME.md")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS,
+                    help="retraining rows to run (oracle: the remedy of the planted cause, whatever VRX says)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     classes = list(DemoConfig().classes)
@@ -125,8 +135,12 @@ def main() -> None:
             test = base / "test"
             if not (test / "toyworld.json").exists():
                 write_scenes(test, scenario_scenes(scenario, "test", N_TEST, seed, classes), classes, seed=seed)
-            with threads(torch_threads=1):
-                diag = diagnose(run, test, planted_type=PLANTED[scenario])
+            done = Run(run).experiment_result_path("diagnosis")
+            if args.reuse_diagnosis and done.exists() and json.loads(done.read_text())["images"] == str(test):
+                diag = json.loads(done.read_text())
+            else:
+                with threads(torch_threads=1):
+                    diag = diagnose(run, test, planted_type=PLANTED[scenario])
             rec = diag["recommendations"][0] if diag["recommendations"] else None
             row = {"seed": seed, "scenario": scenario, "run": str(run), "n_errors": diag["n_errors"],
                    "type_agreement": diag["type_agreement"], "recommendation": rec and rec["text"],
@@ -136,8 +150,11 @@ def main() -> None:
                 cls = rec["class"]
                 own_part = signature_types(cls, classes)[0]
                 plans = {"setting1": (rec["addition"], rec["part"]), "setting2": ("same", None),
-                         "mismatched": ("without", own_part) if scenario == "structure" else ("poses", None)}
+                         "mismatched": ("without", own_part) if scenario == "structure" else ("poses", None),
+                         "oracle": ("poses", None) if scenario == "structure" else ("without", CONCEPT_PART)}
                 for name, (addition, part) in plans.items():
+                    if name not in args.settings:
+                        continue
                     assert addition in ADDITIONS
                     extra = added_scenes(scenario, cls, addition, N_ADDED, seed, part=part)
                     m = retrain(train, extra, base / "retrain" / name, seed, classes)
@@ -150,20 +167,20 @@ def main() -> None:
     for scenario in args.scenarios:
         rs = [r for r in rows if r["scenario"] == scenario]
         agg = {"type_agreement": [r["type_agreement"] for r in rs if r["type_agreement"] is not None]}
-        for key in ("original", "setting1", "setting2", "mismatched"):
+        for key in ("original", *SETTINGS):
             agg[key] = [r["accuracy"][key] for r in rs if key in r["accuracy"]]
         summary[scenario] = {k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "n": len(v)}
                              for k, v in agg.items() if v}
     seconds = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "diagnosis.json").write_text(json.dumps({"rows": rows, "summary": summary, "seconds": seconds}, indent=1))
-    lines = ["| scenario | VRX type = planted | original | setting 1 (recommended) | setting 2 (same kind) | mismatched |",
-             "|---|---|---|---|---|---|"]
+    (args.out / f"{args.result}.json").write_text(json.dumps({"rows": rows, "summary": summary, "seconds": seconds}, indent=1))
+    lines = ["| scenario | VRX type = planted | original | setting 1 (recommended) | setting 2 (same kind) | mismatched "
+             "| oracle (planted remedy) |", "|---|---|---|---|---|---|---|"]
     for scenario, s in summary.items():
         cell = lambda k: f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" if k in s else "–"  # noqa: E731
         lines.append(f"| {scenario} | {cell('type_agreement')} | {cell('original')} | {cell('setting1')} | "
-                     f"{cell('setting2')} | {cell('mismatched')} |")
-    (args.out / "diagnosis.md").write_text("\n".join(lines) + "\n")
+                     f"{cell('setting2')} | {cell('mismatched')} | {cell('oracle')} |")
+    (args.out / f"{args.result}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"total {seconds} s")
 

@@ -300,6 +300,9 @@ def render_report(run: Run | str | os.PathLike, *, n_samples: int = DEFAULT_SAMP
     from .compare.report_section import compare_section  # "" unless `vrx compare --run` wrote output
 
     body.append(compare_section(run))
+    from .experiments.report_section import experiments_section  # "" unless an experiment wrote its result
+
+    body.append(experiments_section(run))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             # An empty inline icon: otherwise the browser asks for /favicon.ico, a request outside the file.

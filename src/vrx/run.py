@@ -11,6 +11,7 @@ A run folder holds everything one explained classifier produces::
     RUN/report.html               the HTML report
     RUN/experiments/<name>/       what an experiment writes
     RUN/.vrx.lock                 held while a command writes the run (:meth:`Run.lock`)
+    RUN/experiments/<name>.json   an experiment's result (consistency, diagnosis)
 
 :class:`Run` is the only place that spells these paths. It reads and writes each artifact through
 the artifact's own typed reader and turns a missing one into an ArtifactError that names the file
@@ -143,6 +144,10 @@ class Run:
     def experiment_dir(self, name: str) -> Path:
         """The folder an experiment writes its records into."""
         return self.path / "experiments" / name
+
+    def experiment_result_path(self, name: str) -> Path:
+        """``RUN/experiments/<name>.json``: an experiment's result (``vrx consistency``, ``vrx diagnose``)."""
+        return self.path / "experiments" / f"{name}.json"
 
     # ------------------------------------------------------------------ paths and the lock
     def stored_path(self, path: str | os.PathLike) -> str:

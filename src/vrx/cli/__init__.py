@@ -14,7 +14,7 @@ import sys
 from ..errors import VRXError
 
 # Modules under vrx.cli that each register one or more sub-commands, in help order.
-COMMAND_MODULES = ["demo", "classify", "toyworld", "discover", "graphs", "train", "explain", "report", "sensitivity", "compare"]
+COMMAND_MODULES = ["demo", "classify", "toyworld", "discover", "graphs", "train", "explain", "report", "sensitivity", "compare", "consistency", "diagnose"]
 
 
 def build_parser() -> argparse.ArgumentParser:

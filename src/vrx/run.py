@@ -544,6 +544,14 @@ class Run:
                                 f"`vrx train --run {self.path}` again") from None
         return split
 
+    def graph_images(self) -> list[str]:
+        """The image of each graph, in graph order: its path resolved from any working directory
+        (its id where the graphs recorded no paths)."""
+        meta = self.graphs_meta()
+        if meta.get("image_paths"):
+            return self._image_paths(meta, meta["image_paths"])
+        return [str(i) for i in meta.get("image_ids") or []]
+
     def test_images(self) -> list[Path]:
         """The images of the GRN's test split, as the graphs recorded them."""
         from .grn.io import CONFIG_FILE
@@ -551,10 +559,7 @@ class Run:
         split = self.split()
         if split is None:
             raise ArtifactError(f"{self.grn_dir / CONFIG_FILE}: no train/val/test split recorded")
-        meta = self.graphs_meta()
-        ids = meta.get("image_paths") or meta.get("image_ids") or []
-        if meta.get("image_paths"):
-            ids = self._image_paths(meta, ids)
+        ids = self.graph_images()
         try:
             return [Path(ids[int(i)]) for i in split.test]
         except IndexError:

@@ -107,8 +107,7 @@ class ConsistencyExperiment(GuidedEdits):
     @cached_property
     def random_pool(self) -> list[Path]:
         """The images the run's graphs were built from: where the random control takes its patches."""
-        meta = self.run_folder.graphs_meta()
-        paths = [Path(p) for p in (meta.get("image_paths") or []) if Path(p).is_file()]
+        paths = [Path(p) for p in self.run_folder.graph_images() if Path(p).is_file()]
         if not paths:
             raise ArtifactError(f"{self.run_folder.graphs_dir}: no image files recorded with the graphs, so "
                                 "the random control has no images to take patches from")

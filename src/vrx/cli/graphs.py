@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._scale import add_executor_arguments, executor_from
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``graphs`` sub-command."""
@@ -16,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-features", choices=("context", "patch"), default="context",
                    help="a node's feature: the classifier's map pooled over the matched patch (context, "
                         "default) or the patch's own features (patch); see docs/grn.md")
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -28,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from ..run import Run
     from ..runtime import DISCOVERY_THREADS, threads
 
+    executor = executor_from(args)
     run = Run(args.run)
     images = load_image_folder(args.images, max_images_per_class=args.max_images)
-    with threads(**DISCOVERY_THREADS):
-        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))
+    with executor, threads(**DISCOVERY_THREADS):
+        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features),
+                                 executor=executor)
     print(describe(ds))
     print(f"graphs: {run.graphs_dir}")
     return 0

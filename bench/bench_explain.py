@@ -40,7 +40,7 @@ from PIL import Image
 from skimage import data, transform
 
 from vrx import stages
-from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, SegmentationConfig, TCAVConfig
+from vrx.concepts.config import ClusterConfig, ConceptConfig, GradCamConfig, TCAVConfig
 from vrx.data.images import load_image, load_image_folder
 from vrx.explain import RunExplainer
 from vrx.grn.config import DistillConfig, GRNConfig

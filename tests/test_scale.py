@@ -95,7 +95,7 @@ def test_discovery_on_ray_gives_the_local_bank(toy_world, toy_model_dir, tmp_pat
 
     images = load_image_folder(toy_world, max_images_per_class=5)
     spec = ModelSpec(model=f"toy:{toy_model_dir}")
-    banks, runs = {}, {}
+    banks, runs, graphs = {}, {}, {}
     for name in ("local", "ray"):
         run = runs[name] = Run(tmp_path / name)
         run.write_manifest(spec, str(toy_world))
@@ -103,6 +103,9 @@ def test_discovery_on_ray_gives_the_local_bank(toy_world, toy_model_dir, tmp_pat
         with executor, threads(torch_threads=1, blas_threads=1):
             banks[name], summary = stages.discover(run, spec.load(), images, TINY, show_progress=False,
                                                    executor=executor)
+            # Graphs of every image, three per class not yet featurised: those go to the workers too.
+            graphs[name] = stages.build_graphs(run, spec.load(), load_image_folder(toy_world),
+                                               show_progress=False, executor=executor)
     n_images = sum(len(v) for v in images.paths.values()) + len(images.random_paths)
     assert summary["executor"] == {**summary["executor"], "executor": "ray", "workers": 2,
                                    "images": n_images, "computed": n_images}
@@ -114,7 +117,11 @@ def test_discovery_on_ray_gives_the_local_bank(toy_world, toy_model_dir, tmp_pat
         assert np.array_equal(a.centers(cls), b.centers(cls))
     cache = {name: {p.name: p.read_bytes() for p in runs[name].patch_cache_dir.glob("*.safetensors")}
              for name in runs}
-    assert len(cache["ray"]) == n_images and cache["ray"] == cache["local"]
+    n_graph_images = len(load_image_folder(toy_world))
+    assert len(cache["ray"]) == n_images + n_graph_images - 5 * 3 and cache["ray"] == cache["local"]
+    a, b = graphs["local"].graphs, graphs["ray"].graphs
+    assert len(a) == n_graph_images and torch.equal(a.x, b.x) and torch.equal(a.present, b.present)
+    assert torch.equal(graphs["local"].teacher.logits, graphs["ray"].teacher.logits)
 
 
 def test_only_the_ray_module_imports_ray():

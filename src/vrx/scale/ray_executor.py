@@ -21,6 +21,7 @@ from ray.util import ActorPool
 from ..concepts.config import SegmentationConfig
 from ..concepts.features import from_arrays, write_entry
 from ..concepts.inputs import ImageInput
+from ..errors import ConfigError
 from .base import Executor
 from .worker import featurise_items
 
@@ -57,7 +58,10 @@ class RayExecutor(Executor):
             if self.address is None:
                 ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise ConfigError(f"cannot join the Ray cluster at {self.address!r}: {exc}") from None
             self._started = True
         return self
 

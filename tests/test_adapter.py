@@ -339,3 +339,25 @@ def test_constructor_validation_and_replace():
     assert b.model is a.model and b.bottleneck == "features.1" and a.bottleneck == "features.3"
     assert b.logits(rand_images(2)).shape == (2, 3)
     assert a.device == torch.device("cpu") and a.logits(rand_images(1)).device.type == "cpu"
+
+
+def test_every_class_gradcam_from_one_forward_is_each_class_gradcam(toy_adapter):
+    from vrx.concepts.gradcam import class_foreground, class_foregrounds
+
+    image = np.random.default_rng(3).random((128, 128, 3)).astype(np.float32)
+    acts, grads = toy_adapter.class_gradients(image, [0, 1, 2])
+    for k in range(3):
+        one = toy_adapter.layer_gradients(image, k)
+        torch.testing.assert_close(acts, one.activations, rtol=0, atol=0)
+        torch.testing.assert_close(grads[k:k + 1], one.gradients, rtol=1e-6, atol=1e-7)
+    masks = class_foregrounds(toy_adapter, image, [2, 0], 0.3)
+    assert np.array_equal(masks[0], class_foreground(toy_adapter, image, 2, 0.3))
+    assert np.array_equal(masks[1], class_foreground(toy_adapter, image, 0, 0.3))
+    assert not np.array_equal(masks[0], masks[1])
+
+
+def test_class_gradients_takes_one_image(toy_adapter):
+    from vrx.errors import InvalidImageError
+
+    with pytest.raises(InvalidImageError, match="takes one image, got 2"):
+        toy_adapter.class_gradients(torch.zeros(2, 3, 128, 128), [0])

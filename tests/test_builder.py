@@ -421,3 +421,20 @@ def test_logits_and_activations_match_separate_calls(adapter, image):
     logits, acts = adapter.logits_and_activations([image, image[::-1].copy()])
     torch.testing.assert_close(logits, adapter.logits([image, image[::-1].copy()]))
     torch.testing.assert_close(acts, adapter.activations([image, image[::-1].copy()]))
+
+
+def test_gradcam_filter_keeps_each_class_to_its_own_foreground(adapter, image, patches):
+    from vrx.concepts.gradcam import class_foreground
+
+    f = patches.features
+    bank = make_bank(adapter, {"ambulance": [f[patch_at(patches, RED)]], "school_bus": [f[patch_at(patches, BLUE)]]},
+                     radius=1e9, gradcam=True)
+    builder, ds, matches = build(adapter, bank, [image], use_gradcam=True, min_inside=0.5)
+    assert builder.use_gradcam
+    for k, cls in enumerate(bank.class_names):
+        fg = class_foreground(adapter, image, adapter.class_id(cls), builder.keep_top)  # one class at a time
+        allowed = np.flatnonzero(patches.inside_fraction(fg) >= 0.5 - 1e-9)
+        j = int(matches.patch[0, k, 0])
+        assert j in allowed  # matched among the class's own Grad-CAM candidates
+        # ...and it is the nearest of them, as without the filter among all patches
+        assert j == allowed[np.argmin(np.linalg.norm(f[allowed] - bank.centers(cls)[0], axis=1))]

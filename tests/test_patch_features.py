@@ -69,3 +69,24 @@ def test_unknown_tcav_activations_is_a_config_error():
 
     with pytest.raises(ConfigError, match="tcav.activations"):
         ConceptConfig.from_dict({"tcav": {"activations": "pixels"}})
+
+
+def _images_through_model(adapter, fn) -> int:
+    """How many images ``fn()`` runs through the adapter's network (batch sizes of its forwards summed)."""
+    seen = []
+    handle = adapter.model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return sum(seen)
+
+
+def test_map_mode_runs_one_forward_of_the_image_crop_mode_one_per_patch_more(toy_adapter):
+    image = _image(4)
+    mapped = PatchFeaturizer(toy_adapter, SegmentationConfig(n_segments=(6, 12), features="map"))
+    crop = PatchFeaturizer(toy_adapter, SegmentationConfig(n_segments=(6, 12)), batch_size=4)
+    n_patches = len(crop.compute(image))
+    assert n_patches > 4
+    assert _images_through_model(toy_adapter, lambda: mapped.compute(image)) == 1
+    assert _images_through_model(toy_adapter, lambda: crop.compute(image)) == n_patches + 1

@@ -287,3 +287,13 @@ def test_a_malformed_split_file_is_a_clear_error(tmp_path, split):
     (tmp_path / "split.json").write_text(split)
     r = vrx("train", "--run", tmp_path / "run", "--split", tmp_path / "split.json")
     assert r.rc == 2 and r.clean() and "split" in r.err, r
+
+
+def test_discover_and_graphs_take_the_pixel_limit(vrx_run, toy_world, tmp_path):
+    # Every toyworld image (0.016 MP) is above 0.01 MP: each is named and skipped, then nothing is left.
+    r = vrx("discover", "--model", toy_model_spec(vrx_run), "--images", toy_world, "--out", tmp_path / "r",
+            "--max-megapixels", "0.01")
+    assert r.rc == 2 and r.clean() and "exceeds the limit" in r.err, r
+    assert not (tmp_path / "r" / "concepts").exists()
+    r = vrx("graphs", "--run", vrx_run, "--images", toy_world, "--max-megapixels", "0.01")
+    assert r.rc == 2 and r.clean() and "exceeds the limit" in r.err, r

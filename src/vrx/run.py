@@ -254,9 +254,10 @@ class Run:
     @staticmethod
     def _map_spec_paths(spec: ModelSpec, fn: Any) -> ModelSpec:
         model = spec.model
-        if model.startswith("toy:"):
-            model = "toy:" + fn(model[len("toy:"):])
-        elif model.startswith("python:") and ".py:" in model:
+        for prefix in ("toy:", "lite0-toy:"):  # specs that name a model folder
+            if model.startswith(prefix):
+                model = prefix + fn(model[len(prefix):])
+        if model.startswith("python:") and ".py:" in model:
             file, func = model[len("python:"):].rsplit(":", 1)
             model = f"python:{fn(file)}:{func}"
         labels = None if spec.labels is None else fn(spec.labels)

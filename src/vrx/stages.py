@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .grn.config import DistillConfig, GRNConfig
     from .grn.distill import Split
     from .models.adapter import ClassifierAdapter
+    from .scale.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,15 @@ def _writes_run(create: bool = False) -> Callable[[Callable[..., Any]], Callable
 @_writes_run(create=True)
 def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
              config: ConceptConfig | None = None, *, compare_gradcam: bool = False,
-             show_progress: bool | None = None) -> tuple[ConceptBank, dict[str, Any]]:
+             show_progress: bool | None = None, executor: Executor | None = None
+             ) -> tuple[ConceptBank, dict[str, Any]]:
     """Discover concepts for ``images``' classes: bank, galleries and a summary in ``RUN/concepts/``.
 
     When the images come with ground-truth part maps (toyworld), concept purity is written too;
     with ``compare_gradcam`` it holds purity with and without the Grad-CAM filter (the second
-    discovery reuses the cached patch features, so only clustering and TCAV rerun).
+    discovery reuses the cached patch features, so only clustering and TCAV rerun). An
+    ``executor`` (:mod:`vrx.scale.executor`) featurises the images first, e.g. on Ray workers;
+    discovery then finds them all in the patch cache.
     """
     from .concepts.config import ConceptConfig
     from .concepts.extractor import ConceptExtractor
@@ -68,6 +72,9 @@ def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: I
     run = _run(run)
     config = config or ConceptConfig()
     by_class = {c: list(images.paths[c]) for c in images.classes}
+
+    scale = _fill_cache(run, adapter, executor, config.segmentation, config.batch_size,
+                        [p for c in images.classes for p in images.paths[c]] + list(images.random_paths))
 
     def fit(cfg: ConceptConfig) -> ConceptBank:
         extractor = ConceptExtractor(adapter, cfg, cache_dir=run.patch_cache_dir, show_progress=show_progress)
@@ -95,18 +102,37 @@ def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: I
             purity[variant(other)] = concept_purity(fit(other), parts, parts.part_names)
         run.write_purity(purity)
         summary["purity"] = {name: p["summary"] for name, p in purity.items()}
+    if scale is not None:
+        summary["executor"] = scale
     run.write_concepts_summary(summary)
     return bank, summary
 
 
+def _fill_cache(run: Run, adapter: ClassifierAdapter, executor: Executor | None, segmentation: Any,
+                batch_size: int, items: list[Any]) -> dict[str, Any] | None:
+    """Have ``executor`` compute the patch-cache entries of ``items`` (None: none given, or the local one,
+    which leaves featurising to the stage itself)."""
+    if executor is None or executor.name == "local":
+        return None
+    return executor.fill_patch_cache(run.model_spec().to_dict(), segmentation, batch_size, items,
+                                     run.patch_cache_dir, adapter.model_id)
+
+
 @_writes_run()
 def build_graphs(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: ImageSet,
-                 config: MatchConfig | None = None, *, show_progress: bool | None = None) -> GraphDataset:
-    """Graphs of every image in ``images`` (labels kept for reporting only), saved in ``RUN/graphs/``."""
+                 config: MatchConfig | None = None, *, show_progress: bool | None = None,
+                 executor: Executor | None = None) -> GraphDataset:
+    """Graphs of every image in ``images`` (labels kept for reporting only), saved in ``RUN/graphs/``.
+
+    An ``executor`` featurises the images first (as in :func:`discover`); matching and the
+    teacher's logits then run here.
+    """
     from .graphs.builder import SCGBuilder
 
     run = _run(run)
     bank = run.bank()
+    _fill_cache(run, adapter, executor, bank.config.segmentation, bank.config.batch_size,
+                [p for c in images.classes for p in images.paths[c]])
     builder = SCGBuilder(adapter, bank, config, cache_dir=run.patch_cache_dir, show_progress=show_progress)
     paths, labels = [], []
     for cls in images.classes:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from ..errors import VRXError
 
@@ -40,8 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        # A user reads "vrx discover: warning: ...", not the source line that warned.
+        print(f"vrx {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return int(args.func(args) or 0)
     except VRXError as exc:
         print(f"vrx {args.command}: error: {exc}", file=sys.stderr)
         return 2

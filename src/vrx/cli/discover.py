@@ -8,7 +8,8 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ._common import add_model_arguments, model_spec
+from ._common import add_max_pixels_argument, add_model_arguments, max_pixels, model_spec
+from ._scale import add_executor_arguments, executor_from
 
 if TYPE_CHECKING:
     from ..concepts.config import ConceptConfig
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-gradcam", action="store_true",
                    help="also discover with the filter flipped and report purity for both")
     p.add_argument("--seed", type=int, help="random seed (k-means, random sets, CAVs)")
+    p.add_argument("--features", choices=("crop", "map"),
+                   help="patch features: each patch cropped and run through the model (crop, ACE's) or "
+                        "the whole image's bottleneck map pooled over each segment, one forward per "
+                        "image (map); default: the preset's or the config file's")
+    add_executor_arguments(p)
+    add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
@@ -51,6 +58,9 @@ def discovery_config(args: argparse.Namespace) -> ConceptConfig:
         config = dataclasses.replace(config, gradcam=dataclasses.replace(config.gradcam, enabled=False))
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
+    if getattr(args, "features", None):
+        config = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation,
+                                                                              features=args.features))
     return config
 
 
@@ -62,15 +72,17 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import DISCOVERY_THREADS, threads
 
     config = discovery_config(args)
+    executor = executor_from(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     images = load_image_folder(args.images, classes, random_dir=args.random,
-                               max_images_per_class=args.max_images)
+                               max_images_per_class=args.max_images, max_pixels=max_pixels(args))
     spec = model_spec(args)
     adapter = spec.load()
     run = Run(args.out)
-    with run.lock(create=True), threads(**DISCOVERY_THREADS):  # the manifest and the bank, written as one
+    with run.lock(create=True), executor, threads(**DISCOVERY_THREADS):  # the manifest and the bank, as one
         run.write_manifest(spec, args.images)
-        _, summary = stages.discover(run, adapter, images, config, compare_gradcam=args.compare_gradcam)
+        _, summary = stages.discover(run, adapter, images, config, compare_gradcam=args.compare_gradcam,
+                                     executor=executor)
     print(format_summary(summary))
     print(f"concept bank: {run.concepts_dir}")
     return 0

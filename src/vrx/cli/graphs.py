@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_run_model_arguments, run_from_args
+from ._common import add_max_pixels_argument, add_run_model_arguments, max_pixels, run_from_args
+from ._scale import add_executor_arguments, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a node's feature: the classifier's map pooled over the matched patch (context, "
                         "default) or the patch's own features (patch); see docs/grn.md")
     add_run_model_arguments(p)
+    add_executor_arguments(p)
+    add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
@@ -30,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from ..graphs.dataset import describe
     from ..runtime import DISCOVERY_THREADS, threads
 
+    executor = executor_from(args)
     run = run_from_args(args, args.run)
-    images = load_image_folder(args.images, max_images_per_class=args.max_images)
-    with threads(**DISCOVERY_THREADS):
-        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features))
+    images = load_image_folder(args.images, max_images_per_class=args.max_images, max_pixels=max_pixels(args))
+    with executor, threads(**DISCOVERY_THREADS):
+        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features),
+                                 executor=executor)
     print(describe(ds))
     print(f"graphs: {run.graphs_dir}")
     return 0

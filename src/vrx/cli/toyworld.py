@@ -33,7 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train the toy CNN on a rendered folder")
     t.add_argument("--data", required=True, help="folder written by `vrx toyworld render`")
     t.add_argument("--out", required=True, help="model folder to write")
-    t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    t.add_argument("--backbone", choices=("toy", "efficientnet-lite0"), default="toy",
+                   help="the toy CNN (default), or EfficientNet-Lite0 (ImageNet weights, frozen) with a "
+                        "linear head trained on the folder (render it with --size 224); its spec: "
+                        "lite0-toy:OUT")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"training epochs (default {DEFAULT_EPOCHS} for the toy CNN, 300 full-batch "
+                        "steps for the Lite0 head)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads for training (default {DEFAULT_THREADS}: robust on shared cores)")
@@ -66,13 +72,25 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train the toy CNN on a rendered folder."""
+    from ..models import DEFAULT_EPOCHS
     from ..models.toytrain import train_toy
     from ..runtime import threads
     from ._common import check_out_dir
 
     check_out_dir(args.out)
+    if args.backbone == "efficientnet-lite0":
+        from ..models import load
+        from ..models.lite0toy import train_lite0_head
+
+        with threads(torch_threads=args.threads):
+            m = train_lite0_head(args.data, args.out, load("efficientnet-lite0"), seed=args.seed,
+                                 **({"epochs": args.epochs} if args.epochs else {}))
+        print(f"lite0 head: test accuracy {m['test_accuracy']:.3f}, val {m['val_accuracy']:.3f} "
+              f"({m['n_train']}/{m['n_val']}/{m['n_test']} train/val/test images, features "
+              f"{m['seconds_features']:.0f} s, total {m['seconds']:.0f} s) -> model spec lite0-toy:{args.out}")
+        return 0
     with threads(torch_threads=args.threads):
-        m = train_toy(args.data, args.out, epochs=args.epochs, seed=args.seed)
+        m = train_toy(args.data, args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed)
     print(f"toy cnn: test accuracy {m['test_accuracy']:.3f}, val {m['val_accuracy']:.3f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['n_train']}/{m['n_val']}/{m['n_test']} "
           f"train/val/test images, {m['seconds']:.0f} s) -> {args.out}")

@@ -116,9 +116,27 @@ class PatchFeaturizer:
         acts = self.adapter.activations(patches, batch_size=self.batch_size)
         return acts.flatten(2).mean(2).numpy().astype(np.float32)
 
+    def key(self, image: np.ndarray) -> str:
+        """The cache key of ``image``: its pixels, the model, the layer and the segmentation settings."""
+        return content_hash(np.ascontiguousarray(image, dtype=np.float32), self._settings)
+
+    def cached(self, key: str) -> bool:
+        """Whether the disk cache holds an entry for ``key``."""
+        return self.cache_dir is not None and (self.cache_dir / f"{key}.safetensors").exists()
+
+    def compute(self, image: np.ndarray) -> ImagePatches:
+        """Segment and featurise ``image`` without any cache (what a remote worker runs)."""
+        return self._featurise(image, segment_image(image, self.segmentation))
+
+    def store(self, key: str, patches: ImagePatches) -> None:
+        """Write ``patches`` into the disk cache under ``key`` (computed elsewhere, e.g. by a worker)."""
+        if self.cache_dir is None:
+            raise ArtifactError("this featurizer has no cache folder to store patches in")
+        write_entry(self.cache_dir, key, patches)
+
     def __call__(self, image: np.ndarray) -> ImagePatches:
         """Segment ``image`` (HxWx3 float in [0,1]) and featurise its patches, using the caches."""
-        key = content_hash(np.ascontiguousarray(image, dtype=np.float32), self._settings)
+        key = self.key(image)
         if self.memo is None:
             return self._cached(image, key)
         found = self.memo.get(key)
@@ -137,8 +155,7 @@ class PatchFeaturizer:
             except ArtifactError as exc:
                 log.warning("ignoring unreadable cache entry %s (%s); recomputing", path, exc)
         self.misses += 1
-        segments = segment_image(image, self.segmentation)
-        result = self._featurise(image, segments)
+        result = self.compute(image)
         if path is not None:
             _save(path, result)
         return result
@@ -184,17 +201,33 @@ class PatchFeaturizer:
             resolutions=np.array([s.resolution for s in segments], dtype=np.int32))
 
 
-def _save(path: Path, p: ImagePatches) -> None:
+def to_arrays(p: ImagePatches) -> dict[str, np.ndarray]:
+    """``p`` as named arrays, masks bit-packed (8x smaller): the cache file's tensors, and what a worker sends back."""
     packed = np.packbits(p.masks.reshape(len(p), -1), axis=1)
-    save_tensors(path, {"features": p.features, "context": p.context, "masks": packed, "bboxes": p.bboxes,
-                        "resolutions": p.resolutions, "shape": np.array(p.shape, dtype=np.int64)})
+    return {"features": p.features, "context": p.context, "masks": packed, "bboxes": p.bboxes,
+            "resolutions": p.resolutions, "shape": np.array(p.shape, dtype=np.int64)}
+
+
+def from_arrays(t: dict[str, np.ndarray], source: str) -> ImagePatches:
+    """The inverse of :func:`to_arrays`; ``source`` names where the arrays came from in errors."""
+    if "context" not in t:
+        raise ArtifactError(f"{source}: no context features (an older cache entry)")
+    h, w = (int(v) for v in t["shape"])
+    masks = np.unpackbits(t["masks"], axis=1, count=h * w).astype(bool).reshape(-1, h, w)
+    return ImagePatches(shape=(h, w), features=t["features"], context=t["context"], masks=masks,
+                        bboxes=t["bboxes"], resolutions=t["resolutions"])
+
+
+def write_entry(cache_dir: str | Path, key: str, p: ImagePatches) -> Path:
+    """Write one image's patches into the cache folder ``cache_dir`` under ``key`` (atomically)."""
+    path = Path(cache_dir) / f"{key}.safetensors"
+    _save(path, p)
+    return path
+
+
+def _save(path: Path, p: ImagePatches) -> None:
+    save_tensors(path, to_arrays(p))
 
 
 def _load(path: Path) -> ImagePatches:
-    t = {k: v.numpy() for k, v in load_tensors(path).items()}
-    h, w = (int(v) for v in t["shape"])
-    masks = np.unpackbits(t["masks"], axis=1, count=h * w).astype(bool).reshape(-1, h, w)
-    if "context" not in t:
-        raise ArtifactError(f"{path}: no context features (an older cache entry)")
-    return ImagePatches(shape=(h, w), features=t["features"], context=t["context"], masks=masks,
-                        bboxes=t["bboxes"], resolutions=t["resolutions"])
+    return from_arrays({k: v.numpy() for k, v in load_tensors(path).items()}, str(path))

@@ -54,3 +54,15 @@ def foreground_mask(cam: torch.Tensor | np.ndarray, size: tuple[int, int], keep_
 def class_foreground(adapter: ClassifierAdapter, image: np.ndarray, class_id: int, keep_top: float) -> np.ndarray:
     """Binary Grad-CAM foreground (HxW bool) of ``class_id`` for one HxWx3 image in [0,1]."""
     return foreground_mask(gradcam(adapter, image, class_id)[0], image.shape[:2], keep_top)
+
+
+def class_foregrounds(adapter: ClassifierAdapter, image: np.ndarray, class_ids: list[int],
+                      keep_top: float) -> list[np.ndarray]:
+    """:func:`class_foreground` of every class in ``class_ids``, from one forward of the image.
+
+    The same masks as calling it class by class (one backward per class, through the layers
+    after the bottleneck only), for the graph builder, which needs every class's on each image.
+    """
+    acts, grads = adapter.class_gradients(image, class_ids)
+    cams = F.relu(torch.sum(torch.mean(grads, dim=(2, 3), keepdim=True) * acts, dim=1))  # [K, h, w]
+    return [foreground_mask(cam, image.shape[:2], keep_top) for cam in cams]

@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..concepts.bank import ConceptBank
 from ..concepts.features import ImagePatches, PatchFeaturizer, PatchMemo
-from ..concepts.gradcam import class_foreground
+from ..concepts.gradcam import class_foregrounds
 from ..concepts.inputs import ImageInput, iter_images, resized_batch
 from ..config import Config, check
 from ..errors import ArtifactError
@@ -169,8 +169,11 @@ class SCGBuilder:
             chosen = np.full((k_, n_), -1)
             cents = patches.centroids() if len(patches) else np.zeros((0, 2), np.float32)
             node_x = patches.context if self.config.node_features == "context" else patches.features
+            # Every class's Grad-CAM from one forward of the image (only when the filter is on).
+            fgs = (class_foregrounds(self.adapter, image, self.class_ids, self.keep_top)
+                   if self.use_gradcam and len(patches) else None)
             for k in range(k_):
-                for n, j, d in self._match(image, patches, k):
+                for n, j, d in self._match(patches, k, None if fgs is None else fgs[k]):
                     dist[k, n] = d
                     if d <= self.radius[k, n]:
                         chosen[k, n] = j
@@ -204,14 +207,16 @@ class SCGBuilder:
                                   "model_id": self.bank.model_id, "layer": self.bank.layer})
         return (ds, matches) if return_matches else ds
 
-    def _match(self, image: np.ndarray, patches: ImagePatches, k: int) -> list[tuple[int, int, float]]:
-        """Optimal one-to-one assignment of class k's concepts to candidate patches: (node, patch, distance)."""
+    def _match(self, patches: ImagePatches, k: int, fg: np.ndarray | None) -> list[tuple[int, int, float]]:
+        """Optimal one-to-one assignment of class k's concepts to candidate patches: (node, patch, distance).
+
+        ``fg``: class k's Grad-CAM foreground when the filter is on (None: every patch is a candidate).
+        """
         centers = self.centers[k]
         if len(patches) == 0 or len(centers) == 0:
             return []
         candidates = np.arange(len(patches))
-        if self.use_gradcam:
-            fg = class_foreground(self.adapter, image, self.class_ids[k], self.keep_top)
+        if fg is not None:
             candidates = np.flatnonzero(patches.inside_fraction(fg) >= self.config.min_inside - 1e-9)
             if len(candidates) == 0:
                 return []

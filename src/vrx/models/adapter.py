@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelSpecError
+from ..errors import ConfigError, InvalidImageError, ModelSpecError
 from ..progress import progress
 from . import identity
 from .class_index import ClassIndex, normalize_class_name
@@ -307,6 +307,27 @@ class ClassifierAdapter:
                 chosen = out.gather(1, tb.clone().view(-1, 1)).sum()  # images are independent in eval mode
                 (grad,) = torch.autograd.grad(chosen, cap.output)
         return cap.output.detach().float().cpu(), grad.float().cpu(), out.detach().float().cpu()
+
+    def class_gradients(self, image: Images, class_ids: Sequence[int], layer: str | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For one image: activations [1, C, h, w] at ``layer`` and the gradient of each listed
+        class logit w.r.t. them, [len(class_ids), C, h, w], from one forward (one backward each,
+        through the layers after ``layer`` only). Equals ``layer_gradients`` class by class."""
+        name = self.bottleneck if layer is None else layer
+        module = self.layer_module(name)
+        x = self._as_batch(image)
+        if x.shape[0] != 1:
+            raise InvalidImageError(f"class_gradients takes one image, got {x.shape[0]}")
+        ids = [self.classes.targets(int(c), 1)[0] for c in class_ids]
+        with self.evaluating(), torch.inference_mode(False):
+            with torch.no_grad(), capture(module, name, stop=False, for_grad=True) as cap:
+                out = self._check_logits(self.forward_module(x.to(self.device).clone()))
+            if cap.output is None or not out.requires_grad:
+                raise ModelSpecError(f"the logits of model {self.name!r} do not depend on layer {name!r}")
+            with torch.enable_grad():
+                grads = [torch.autograd.grad(out[0, c], cap.output, retain_graph=k + 1 < len(ids))[0]
+                         for k, c in enumerate(ids)]
+        return cap.output.detach().float().cpu(), torch.cat(grads).float().cpu()
 
     def bottleneck_gradients(self, images: Images, target: Target, layer: str | None = None,
                              batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

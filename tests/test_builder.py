@@ -359,7 +359,7 @@ def test_matches_and_dataset_round_trip(adapter, image, patches, cache, tmp_path
     loaded = load_graph_dataset(tmp_path, ["ambulance", "school_bus"])
     assert torch.equal(loaded.graphs.x, ds.graphs.x) and loaded.labels == [0, 1]
     assert loaded.config["match"] == {"use_gradcam": False, "min_inside": 0.5, "radius_quantile": 0.9,
-                                      "teacher": True, "node_features": "context"}
+                                      "teacher": True, "node_features": "context", "features": "bank"}
     torch.testing.assert_close(loaded.teacher.masked_logits, ds.teacher.masked_logits, equal_nan=True)
 
 

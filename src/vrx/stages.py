@@ -108,6 +108,34 @@ def discover(run: Run | str | os.PathLike, adapter: ClassifierAdapter, images: I
     return bank, summary
 
 
+@_writes_run()
+def add_map_centres(run: Run | str | os.PathLike, adapter: ClassifierAdapter) -> dict[str, Any]:
+    """Add map-space centres to the run's concept bank (so graphs can be built with one forward per
+    image, ``MatchConfig(features="map")``) and save it; returns the counts and seconds it took.
+
+    The bank's fingerprint changes, so graphs built before must be built again; its purity, which
+    the centres do not change, is recorded for the new bank."""
+    import time
+
+    from .concepts.map_centres import add_map_centres as add
+
+    run = _run(run)
+    bank = run.bank()
+    start = time.perf_counter()
+    def resolve(p: str) -> str:
+        # Member images are recorded as discovery was given them: run-relative, absolute, or
+        # relative to the working directory discovery ran in (kept when the run-relative one is absent).
+        q = run.resolve(p)
+        return str(q) if q.exists() else p
+
+    purity = run.purity()   # checked against the bank as it was
+    counts = add(bank, adapter, resolve)
+    run.save_bank(bank)
+    if purity is not None:  # the concepts and their members are unchanged: so is their purity
+        run.write_purity(purity)
+    return {**counts, "seconds": round(time.perf_counter() - start, 2)}
+
+
 def _fill_cache(run: Run, adapter: ClassifierAdapter, executor: Executor | None, segmentation: Any,
                 batch_size: int, items: list[Any]) -> dict[str, Any] | None:
     """Have ``executor`` compute the patch-cache entries of ``items`` (None: none given, or the local one,

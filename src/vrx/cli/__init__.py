@@ -15,7 +15,7 @@ import warnings
 from ..errors import VRXError
 
 # Modules under vrx.cli that each register one or more sub-commands, in help order.
-COMMAND_MODULES = ["demo", "classify", "toyworld", "discover", "graphs", "train", "explain", "report", "sensitivity", "compare", "consistency", "diagnose"]
+COMMAND_MODULES = ["demo", "classify", "toyworld", "discover", "map_centres", "graphs", "train", "explain", "report", "sensitivity", "compare", "consistency", "diagnose"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-features", choices=("context", "patch"), default="context",
                    help="a node's feature: the classifier's map pooled over the matched patch (context, "
                         "default) or the patch's own features (patch); see docs/grn.md")
+    p.add_argument("--features", choices=("bank", "map"), default="bank",
+                   help="patch features to match on: the bank's own mode (bank, default) or one forward of "
+                        "each image pooled over its segments (map; a crop-mode bank needs `vrx map-centres`)")
     add_run_model_arguments(p)
     add_executor_arguments(p)
     add_max_pixels_argument(p)
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     run = run_from_args(args, args.run)
     images = load_image_folder(args.images, max_images_per_class=args.max_images, max_pixels=max_pixels(args))
     with executor, threads(**DISCOVERY_THREADS):
-        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features),
+        ds = stages.build_graphs(run, run.adapter(), images, MatchConfig(node_features=args.node_features, features=args.features),
                                  executor=executor)
     print(describe(ds))
     print(f"graphs: {run.graphs_dir}")

@@ -60,6 +60,11 @@ class Concept:
     members: list[Member] = field(default_factory=list)
     cluster_distances: np.ndarray | None = None  # sorted distances of all cluster patches to the centre
     thumbnails: np.ndarray | None = None   # [k, h, w, 3] uint8 best examples, nearest first
+    # The concept's second centre, in one-forward ("map") feature space: the mean of its members'
+    # segments pooled from their images' bottleneck maps, and the members' distances to it (sorted).
+    # None until added (vrx.concepts.map_centres); they let a crop-mode bank be matched in one forward.
+    map_center: np.ndarray | None = None
+    map_distances: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -70,6 +75,12 @@ class Concept:
         """The ``quantile`` of the cluster's distances to its centre: a calibrated detection threshold."""
         d = self.cluster_distances if self.cluster_distances is not None else self.member_distances
         return float(np.quantile(d, quantile))
+
+    def map_radius(self, quantile: float) -> float:
+        """The ``quantile`` of the members' distances to the map-space centre (needs :attr:`map_center`)."""
+        if self.map_distances is None:
+            raise ArtifactError(f"concept {self.name} has no map-space centre")
+        return float(np.quantile(self.map_distances, quantile))
 
     @property
     def member_distances(self) -> np.ndarray:
@@ -118,6 +129,19 @@ class ConceptBank:
         """[n, C] concept centres of a class, in rank order."""
         return np.stack([c.center for c in self[class_name]]) if self[class_name] else np.zeros((0, 0))
 
+    @property
+    def has_map_centres(self) -> bool:
+        """Whether every concept has a map-space centre (see :mod:`vrx.concepts.map_centres`)."""
+        every = [c for cs in self.concepts.values() for c in cs]
+        return bool(every) and all(c.map_center is not None for c in every)
+
+    def map_centers(self, class_name: str) -> np.ndarray:
+        """[n, C] map-space concept centres of a class, in rank order (ArtifactError when missing)."""
+        if not self.has_map_centres:
+            raise ArtifactError("the concept bank has no map-space centres; add them with "
+                                "`vrx map-centres --run RUN`")
+        return np.stack([c.map_center for c in self[class_name]]) if self[class_name] else np.zeros((0, 0))
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``bank.safetensors`` and ``bank.json`` into ``directory``."""
@@ -137,6 +161,9 @@ class ConceptBank:
                     tensors[f"{key}/cluster_distances"] = c.cluster_distances.astype(np.float32)
                 if c.thumbnails is not None:
                     tensors[f"{key}/thumbnails"] = c.thumbnails
+                if c.map_center is not None:
+                    tensors[f"{key}/map_center"] = c.map_center.astype(np.float32)
+                    tensors[f"{key}/map_distances"] = np.asarray(c.map_distances, np.float32)
                 entries.append({
                     "rank": c.rank, "cluster": c.cluster, "tcav": c.tcav, "tcav_std": c.tcav_std,
                     "p_value": c.p_value, "significant": c.significant, "cav_accuracy": c.cav_accuracy,
@@ -215,4 +242,5 @@ def _concept_from(class_name: str, e: dict[str, Any], tensors: dict[str, np.ndar
                    p_value=e["p_value"], significant=e["significant"], cav_accuracy=e["cav_accuracy"],
                    size=e["size"], members=members,
                    importance=float("nan") if e.get("importance") is None else float(e["importance"]), thumbnails=tensors.get(f"{key}/thumbnails"),
-                   cluster_distances=tensors.get(f"{key}/cluster_distances"))
+                   cluster_distances=tensors.get(f"{key}/cluster_distances"),
+                   map_center=tensors.get(f"{key}/map_center"), map_distances=tensors.get(f"{key}/map_distances"))

@@ -173,16 +173,22 @@ class PatchFeaturizer:
         act, weights = self._map_and_weights(image, segments)
         return act * weights
 
-    def _map_and_weights(self, image: np.ndarray, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image's [1, C, h, w] bottleneck map and each segment's [M, 1, h, w] cell coverage."""
+    def _map_and_weights(self, image: np.ndarray, segments: list[Segment] | list[np.ndarray]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image's [1, C, h, w] bottleneck map and each segment's (or HxW mask's) [M, 1, h, w] cell coverage."""
         act = self.adapter.activations(image)  # one H×W×3 image: one batch
-        masks = torch.from_numpy(np.stack([s.mask for s in segments]))[:, None].float()
+        masks = torch.from_numpy(np.stack([getattr(s, "mask", s) for s in segments]))[:, None].float()
         return act, F.adaptive_avg_pool2d(masks, act.shape[-2:])
+
+    def context_of(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+        """[M, C] float32: ``image``'s bottleneck map (one forward) averaged over each HxW bool mask,
+        each cell weighted by the share of it the mask covers (the "map" mode's patch features)."""
+        act, weights = self._map_and_weights(image, masks)
+        return ((act * weights).sum((2, 3)) / weights.sum((2, 3)).clamp_min(1e-12)).numpy().astype(np.float32)
 
     def _features_of(self, image: np.ndarray, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
         """(features, context) of the segments: see ImagePatches."""
-        act, weights = self._map_and_weights(image, segments)
-        context = ((act * weights).sum((2, 3)) / weights.sum((2, 3)).clamp_min(1e-12)).numpy().astype(np.float32)
+        context = self.context_of(image, [s.mask for s in segments])
         if self.segmentation.features == "crop":
             return self.features(self.patches(image, segments)), context
         return context, context.copy()  # two tensors: safetensors refuses shared memory

@@ -54,10 +54,15 @@ class MatchConfig(Config):
     # features (the cropped patch, as matched). Matching always uses the patch's own features.
     # docs/grn.md shows why "context" is the default: the classifier decides on parts in context.
     node_features: str = "context"
+    # The patch features matching compares with concept centres: "bank", the bank's own mode (crop or
+    # map, as discovered), or "map", one forward of the image pooled over each segment, compared with
+    # the concepts' map-space centres (a crop-mode bank needs them: `vrx map-centres`; docs/realnet.md).
+    features: str = "bank"
 
     def validate(self) -> None:
         check((self.node_features in ("context", "patch"),
                f"node_features must be 'context' or 'patch', got {self.node_features!r}"),
+              (self.features in ("bank", "map"), f"features must be 'bank' or 'map', got {self.features!r}"),
               (self.use_gradcam in (None, True, False), f"use_gradcam must be None or a bool, got {self.use_gradcam!r}"),
               (0.0 <= self.min_inside <= 1.0, f"min_inside must lie in [0, 1], got {self.min_inside}"),
               (0.0 <= self.radius_quantile <= 1.0, f"radius_quantile must lie in [0, 1], got {self.radius_quantile}"))
@@ -136,6 +141,13 @@ class SCGBuilder:
         self.config = config or MatchConfig()
         disc = bank.config  # the typed ConceptConfig discovery ran with
         seg = disc.segmentation
+        # One-forward matching of a crop-mode bank: map-mode patches against the map-space centres.
+        self.map_centres = self.config.features == "map" and seg.features != "map"
+        if self.map_centres:
+            if not bank.has_map_centres:
+                raise ArtifactError("matching with features='map' needs the bank's map-space centres, and "
+                                    "this crop-mode bank has none; add them with `vrx map-centres --run RUN`")
+            seg = dataclasses.replace(seg, features="map")
         self.use_gradcam = disc.gradcam.enabled if self.config.use_gradcam is None else self.config.use_gradcam
         self.keep_top = disc.gradcam.keep_top
         self.featurizer = PatchFeaturizer(adapter, seg, cache_dir, batch_size=disc.batch_size,
@@ -143,11 +155,12 @@ class SCGBuilder:
         self.class_names = bank.class_names
         self.class_ids = [adapter.class_id(c) for c in self.class_names]
         self.n = bank.n_concepts
-        self.centers = [bank.centers(c) for c in self.class_names]
+        q = self.config.radius_quantile
+        self.centers = [bank.map_centers(c) if self.map_centres else bank.centers(c) for c in self.class_names]
         self.radius = np.full((len(self.class_names), self.n), np.nan, np.float32)
         for k, c in enumerate(self.class_names):
             for n, concept in enumerate(bank[c]):
-                self.radius[k, n] = concept.radius(self.config.radius_quantile)
+                self.radius[k, n] = concept.map_radius(q) if self.map_centres else concept.radius(q)
         self.show_progress = show_progress
 
     def transform(self, images: Sequence[ImageInput], labels: Sequence[int] | None = None, *,

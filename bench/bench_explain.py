@@ -1,4 +1,5 @@
-"""Benchmark: seconds to explain one image, crop mode against one-forward ("map") mode.
+"""Benchmark: seconds to explain one image, crop mode against one-forward ("map") mode, and a
+crop-mode bank matched in one forward with its map-space centres ("crop+map").
 
 For the toy CNN (a toyworld scene, 128 px, the toyworld preset's segmentation) and for
 EfficientNet-Lite0 (skimage's chelsea, 224 px, ACE's segmentation), and for each feature mode,
@@ -48,7 +49,7 @@ from vrx.models import to_tensor
 from vrx.run import ModelSpec, Run
 from vrx.runtime import DISCOVERY_THREADS, GRN_THREADS, threads
 
-MODES = ("crop", "map")
+MODES = ("crop", "map", "crop+map")  # crop+map: the crop run's bank matched in one forward (map-space centres)
 SMALL = dict(cluster=ClusterConfig(n_clusters=5, n_init=2, n_members=6, min_size_fraction=0.5),
              tcav=TCAVConfig(n_random_sets=6, random_set_size=10, n_concepts=3, alpha=0.2))
 
@@ -143,6 +144,32 @@ def build_run(path: Path, spec: ModelSpec, images: Path, config: ConceptConfig) 
     return run
 
 
+def map_centred_run(crop_run: Run, path: Path, images: Path) -> tuple[Run, float]:
+    """A copy of ``crop_run`` with map-space centres, its graphs built in one-forward mode, GRN
+    retrained: what `vrx map-centres` + `vrx graphs --features map` + `vrx train` make; and the
+    seconds adding the centres took (0 when the run was already there)."""
+    from vrx.graphs.builder import MatchConfig
+
+    run = Run(path)
+    if run.has_grn():
+        return run, float("nan")
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(crop_run.path, path)
+    shutil.rmtree(path / "cache", ignore_errors=True)
+    adapter = run.adapter()
+    with threads(**DISCOVERY_THREADS):
+        added = stages.add_map_centres(run, adapter)
+        stages.build_graphs(run, adapter, load_image_folder(images), MatchConfig(features="map"),
+                            show_progress=False)
+    with threads(**GRN_THREADS):
+        stages.train_grn(run, GRNConfig(hidden=(16, 16), input_proj=16, edge_dim=4),
+                         DistillConfig(epochs=60, batch_size=8, val_fraction=0.25, test_fraction=0.25),
+                         ablations=False, show_progress=False)
+    print(f"  map-space centres for {path.name}: {added['members']} members, {added['images']} images, "
+          f"{added['seconds']} s")
+    return run, added["seconds"]
+
+
 def interleaved_medians(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Median seconds of each call over ``reps`` rounds, the calls interleaved within each round.
 
@@ -212,9 +239,10 @@ def main() -> None:
     rows = []
     for title, tag, spec, images, image, config in cases:
         runs = {}
-        for mode in MODES:
+        for mode in ("crop", "map"):
             cfg = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, features=mode))
             runs[mode] = build_run(args.work / f"{tag}-{mode}", spec, images, cfg)
+        runs["crop+map"], centre_s = map_centred_run(runs["crop"], args.work / f"{tag}-cropmap", images)
         with threads(torch_threads=args.threads) if args.threads else nullcontext():
             adapter = spec.load()
             calls = {"unit": forward_backward(adapter, image)}
@@ -228,14 +256,17 @@ def main() -> None:
         rows.append({"case": title, "patches": n_patches, "forward_backward_s": round(unit, 4),
                      **{f"{m}_s": round(s, 3) for m, s in seconds.items()},
                      **{f"{m}_units": round(s / unit, 2) for m, s in seconds.items()},
-                     "crop_over_map": round(seconds["crop"] / seconds["map"], 2)})
+                     "crop_over_map": round(seconds["crop"] / seconds["map"], 2),
+                     "crop_over_cropmap": round(seconds["crop"] / seconds["crop+map"], 2),
+                     "map_centres_s": centre_s})
 
     print(f"load average after: {os.getloadavg()}")
-    print(f"{'case':<36}{'patches':>8}{'fwd+bwd s':>11}{'crop s':>9}{'map s':>8}{'crop units':>12}"
-          f"{'map units':>11}{'crop/map':>10}")
+    print(f"{'case':<36}{'patches':>8}{'fwd+bwd s':>11}{'crop s':>9}{'map s':>8}{'c+m s':>8}{'crop units':>12}"
+          f"{'map units':>11}{'c+m units':>11}{'crop/map':>10}{'crop/c+m':>10}")
     for r in rows:
         print(f"{r['case']:<36}{r['patches']:>8}{r['forward_backward_s']:>11.3f}{r['crop_s']:>9.2f}"
-              f"{r['map_s']:>8.2f}{r['crop_units']:>12.1f}{r['map_units']:>11.1f}{r['crop_over_map']:>10.1f}")
+              f"{r['map_s']:>8.2f}{r['crop+map_s']:>8.2f}{r['crop_units']:>12.1f}{r['map_units']:>11.1f}"
+              f"{r['crop+map_units']:>11.1f}{r['crop_over_map']:>10.1f}{r['crop_over_cropmap']:>10.1f}")
     for r in rows:
         if r["case"].startswith("EfficientNet"):
             print(f"targets on Lite0: map <= 10 units: {r['map_units'] <= 10} ({r['map_units']}); "

@@ -41,6 +41,7 @@ from vrx.data.images import load_image, load_image_folder
 from vrx.data.toyworld import render_dataset
 from vrx.models import DEFAULT_THREADS, load
 from vrx.models.adapter import ClassifierAdapter
+from vrx.models.batching import cache_size
 from vrx.models.toytrain import train_toy
 from vrx.run import Run
 from vrx.runtime import threads
@@ -137,10 +138,11 @@ def batch_sweep(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int,
     for _ in range(reps):  # interleaved, so load drift hits every variant alike
         for name, (_, fn) in variants.items():
             best[name] = min(best[name], _time(fn if name == "bare forward" else lambda fn=fn: fn(patches)))
-    n, budget = len(patches), adapter.sizer.budget.total(adapter.device)
+    n, budget, cache = len(patches), adapter.sizer.budget.total(adapter.device), cache_size()
     print(f"\n{adapter.name} at {adapter.input_size[0]} px: {n} patches of {len(images)} images; memory-sized "
-          f"batch {auto} = budget {budget / 2**20:.0f} MiB / {per / 2**20:.2f} MiB per image (probe bound), "
-          f"so at most {min(auto, n) * per / 2**20:.0f} MiB per batch; torch threads {torch.get_num_threads()}; "
+          f"batch {auto}: budget {budget / 2**20:.0f} MiB / {per / 2**20:.2f} MiB per image (probe bound) = "
+          f"{budget // per}, capped by the {(cache or 0) / 2**20:.0f} MiB last-level cache; peak at most "
+          f"{min(auto, n) * per / 2**20:.0f} MiB per batch; torch threads {torch.get_num_threads()}; "
           f"load average {' '.join(f'{v:.2f}' for v in load_before)} -> "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; best of {reps}")
     print(f"{'variant':16s} {'batch':>6s} {'s':>8s} {'patches/s':>10s} {'bare/this':>10s} {'memory-sized/this':>18s}")
@@ -190,6 +192,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--batch-sweep", action="store_true",
                     help="featurising with the memory-sized batch vs constant batches vs the bare forward, then exit")
+    ap.add_argument("--constants", type=int, nargs="+", default=[8, 32, 128],
+                    help="constant batch sizes to compare in --batch-sweep")
     ap.add_argument("--lite0-images", type=int, default=1, help="photos for EfficientNet-Lite0 in --batch-sweep")
     args = ap.parse_args()
     if args.threads:
@@ -198,10 +202,11 @@ def main() -> None:
         if args.model:
             adapter = load(args.model)
             toy = adapter.input_size == (128, 128)
-            batch_sweep(adapter, toy_images(args.images)[0] if toy else photos()[:args.images], args.reps)
+            batch_sweep(adapter, toy_images(args.images)[0] if toy else photos()[:args.images], args.reps,
+                        tuple(args.constants))
         else:
-            batch_sweep(_untrained_toy(), toy_images(args.images)[0], args.reps)
-            batch_sweep(load("efficientnet-lite0"), photos()[:args.lite0_images], args.reps)
+            batch_sweep(_untrained_toy(), toy_images(args.images)[0], args.reps, tuple(args.constants))
+            batch_sweep(load("efficientnet-lite0"), photos()[:args.lite0_images], args.reps, tuple(args.constants))
         return
     if args.featurise_only:
         featurise_only(args.model, args.images, args.reps, args.batch)

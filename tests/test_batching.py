@@ -12,8 +12,8 @@ from vrx.concepts.features import PatchFeaturizer
 from vrx.concepts.segmentation import SegmentationConfig
 from vrx.errors import ConfigError
 from vrx.models.adapter import ClassifierAdapter
-from vrx.models.batching import (DEFAULT_FRACTION, MAX_BATCH, BatchSizer, MemoryBudget, available_memory,
-                                 probe_bytes_per_image)
+from vrx.models.batching import (DEFAULT_FRACTION, MAX_BATCH_CPU, BatchSizer, MemoryBudget, available_memory,
+                                 cache_size, probe_bytes_per_image)
 
 CLASSES = ["a", "b", "c"]
 
@@ -45,18 +45,30 @@ def test_cpu_probe_counts_each_distinct_output_once_plus_the_input():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
     x = torch.zeros(2, 3, 8, 8)
     with torch.inference_mode():
-        per = probe_bytes_per_image(model, model, x)
+        per, largest = probe_bytes_per_image(model, model, x)
     # conv out + relu out (the Sequential's output is relu's tensor: counted once) + the input, per image
     assert per == 4 * 8 * 8 * 4 + 4 * 8 * 8 * 4 + 3 * 8 * 8 * 4
+    assert largest == 4 * 8 * 8 * 4
+
+
+def test_cpu_batches_fit_the_cache_unless_told_not_to():
+    largest = 6 * 16 * 16 * 4  # the Tiny model's biggest activation per image (features.2 / .3)
+    capped = adapter(memory_budget=MemoryBudget(bytes=10 << 20, cache_bytes=10 * largest, max_batch=500))
+    assert capped.batch_size == 10
+    free = adapter(memory_budget=MemoryBudget(bytes=10 << 20, cache_bytes=10 * largest, fit_cache=False,
+                                              max_batch=500))
+    assert free.batch_size == min((10 << 20) // free.sizer.bytes_per_image((3, 16, 16)), 500) > 10
+    assert adapter(memory_budget=MemoryBudget(bytes=10 << 20)).batch_size == MAX_BATCH_CPU
+    assert cache_size() is None or cache_size() > 0
 
 
 def test_smaller_budget_gives_smaller_batch_in_proportion():
-    big, small = adapter(memory_budget="1MB"), adapter(memory_budget="100KB")
+    big, small = adapter(memory_budget="1MB"), adapter(memory_budget="100KB")  # both below the cap
     per = None
     for a, total in ((big, 1 << 20), (small, 100 << 10)):
         bs = a.batch_size
         per = a.sizer.bytes_per_image((3, 16, 16))
-        assert bs == min(total // per, MAX_BATCH)
+        assert bs == min(total // per, MAX_BATCH_CPU)
     assert 1 <= small.batch_size < big.batch_size
     assert per > 16 * 16 * 6 * 4  # at least the bottleneck's own output
 
@@ -106,15 +118,15 @@ def test_patch_featurizer_uses_the_adapters_sizing_and_agrees_with_fixed_batches
 
 
 def test_default_budget_is_a_fraction_of_available_memory_capped():
-    a = adapter()
-    assert a.sizer.budget == MemoryBudget(fraction=DEFAULT_FRACTION)
+    assert adapter().sizer.budget == MemoryBudget(fraction=DEFAULT_FRACTION, fit_cache=True)
     assert available_memory("cpu") > 0
-    per = adapter().sizer  # a fresh sizer: measure through an adapter
+    a = adapter(memory_budget=MemoryBudget(fit_cache=False))
     bs = a.batch_size
     expected = min(int(DEFAULT_FRACTION * available_memory("cpu")) // a.sizer.bytes_per_image((3, 16, 16)),
-                   MAX_BATCH)
-    assert per.budget.bytes is None and bs >= 1 and abs(bs - expected) <= max(1, expected // 10)
+                   MAX_BATCH_CPU)
+    assert bs >= 1 and abs(bs - expected) <= max(1, expected // 10)  # available memory moves a little
     assert adapter(memory_budget=MemoryBudget(max_batch=5)).batch_size <= 5
+
 
 
 @pytest.mark.parametrize("text, want", [("2GB", MemoryBudget(bytes=2 << 30)), ("512MiB", MemoryBudget(bytes=512 << 20)),

@@ -31,7 +31,11 @@ from torch import nn
 from ..errors import ConfigError
 
 DEFAULT_FRACTION = 0.25   # of the memory available when the budget is first used; others share the machine
-MAX_BATCH = 256           # past this a CPU forward is no faster per image, and one batch is a long wait
+# Caps on the batch (a MemoryBudget's max_batch overrides both). On the CPU, throughput falls past a
+# few dozen images: measured 2.3x slower at 128 than at 32 for the toy CNN and 1.5x for EfficientNet-Lite0
+# (bench/bench_concepts.py --batch-sweep). Elsewhere (CUDA) the budget decides, up to MAX_BATCH.
+MAX_BATCH_CPU = 32
+MAX_BATCH = 1024
 PROBE_BATCH = 2           # images in the probe forward (2, not 1: a batch of one can take other kernels)
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
@@ -44,7 +48,9 @@ class MemoryBudget:
 
     fraction: float = DEFAULT_FRACTION
     bytes: int | None = None
-    max_batch: int = MAX_BATCH
+    max_batch: int | None = None    # None: MAX_BATCH_CPU on the CPU, MAX_BATCH elsewhere
+    fit_cache: bool = True          # on the CPU, also keep a batch's largest activation within the cache
+    cache_bytes: int | None = None  # that cache's size; None: the last-level cache, read from the system
 
     def __post_init__(self) -> None:
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
@@ -53,8 +59,12 @@ class MemoryBudget:
         if self.bytes is not None and (isinstance(self.bytes, bool) or not isinstance(self.bytes, int)
                                        or self.bytes < 1):
             raise ConfigError(f"memory budget: bytes must be a positive integer, got {self.bytes!r}")
-        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+        if self.max_batch is not None and (isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int)
+                                           or self.max_batch < 1):
             raise ConfigError(f"memory budget: max_batch must be a positive integer, got {self.max_batch!r}")
+        if self.cache_bytes is not None and (isinstance(self.cache_bytes, bool) or not isinstance(self.cache_bytes, int)
+                                             or self.cache_bytes < 1):
+            raise ConfigError(f"memory budget: cache_bytes must be a positive integer, got {self.cache_bytes!r}")
 
     @classmethod
     def parse(cls, value: MemoryBudget | str | float | int | None) -> MemoryBudget:
@@ -89,6 +99,28 @@ class MemoryBudget:
         if self.bytes is not None:
             return self.bytes
         return max(int(self.fraction * available_memory(device)), 1)
+
+
+def cache_size() -> int | None:
+    """Bytes of the CPU's last-level cache (Linux sysfs, else sysconf), or None when it cannot be read."""
+    best: tuple[int, int] | None = None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+            size = int(text[:-1]) * _UNITS[text[-1].lower()] if text[-1] in "KMG" else int(text)
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        if (index / "type").exists() and (index / "type").read_text().strip() == "Instruction":
+            continue
+        best = max(best or (level, size), (level, size))
+    if best is not None:
+        return best[1]
+    try:
+        size = int(os.sysconf("SC_LEVEL3_CACHE_SIZE")) or int(os.sysconf("SC_LEVEL2_CACHE_SIZE"))
+        return size if size > 0 else None
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def available_memory(device: torch.device | str = "cpu") -> int:
@@ -133,8 +165,12 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return []
 
 
-def probe_bytes_per_image(forward: Callable[[torch.Tensor], Any], model: nn.Module, probe: torch.Tensor) -> int:
-    """Bytes one image of ``probe`` (a batch, on the model's device) costs in ``forward(probe)``."""
+def probe_bytes_per_image(forward: Callable[[torch.Tensor], Any], model: nn.Module,
+                          probe: torch.Tensor) -> tuple[int, int]:
+    """(bytes one image of ``probe`` costs in ``forward(probe)``, bytes of its largest single activation).
+
+    ``probe`` is a batch on the model's device. On CUDA the second figure is the first (unused there).
+    """
     n = int(probe.shape[0])
     device = probe.device
     if device.type == "cuda":
@@ -143,14 +179,16 @@ def probe_bytes_per_image(forward: Callable[[torch.Tensor], Any], model: nn.Modu
         torch.cuda.reset_peak_memory_stats(device)
         forward(probe)
         torch.cuda.synchronize(device)
-        used = torch.cuda.max_memory_allocated(device) - before
-        return max(-(-int(used) // n), 1)
-    seen: dict[int, int] = {}   # storage address -> bytes: a module returning its input's view counts once
+        used = max(-(-int(torch.cuda.max_memory_allocated(device) - before) // n), 1)
+        return used, used
+    # Storage address -> storage: a module returning its input (or a view of it) counts once. The
+    # storages are held until the end, so a freed one's address cannot be reused and miscounted.
+    seen: dict[int, torch.UntypedStorage] = {}
 
     def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
         for t in _tensors(output):
             storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
+            seen[storage.data_ptr()] = storage
 
     handles = [m.register_forward_hook(record) for m in model.modules()]
     try:
@@ -158,8 +196,8 @@ def probe_bytes_per_image(forward: Callable[[torch.Tensor], Any], model: nn.Modu
     finally:
         for h in handles:
             h.remove()
-    used = sum(seen.values()) + probe.numel() * probe.element_size()
-    return max(-(-used // n), 1)
+    sizes = [st.nbytes() for st in seen.values()] + [probe.numel() * probe.element_size()]
+    return max(-(-sum(sizes) // n), 1), max(-(-max(sizes) // n), 1)
 
 
 class BatchSizer:
@@ -180,11 +218,19 @@ class BatchSizer:
         key = tuple(int(s) for s in shape)
         if key not in self._sizes:
             blank = fill.view(1, -1, 1, 1).expand(PROBE_BATCH, key[0], *key[1:]).contiguous().to(device)
-            per = probe_bytes_per_image(probe, model, blank)
+            per, largest = probe_bytes_per_image(probe, model, blank)
             self._per_image[key] = per
             total = self.budget.total(device)
             if self.budget.bytes is not None and total < per:
                 raise ConfigError(f"memory budget of {total} bytes is less than one {'x'.join(map(str, key))} "
                                   f"image needs ({per} bytes); raise it or give an explicit batch size")
-            self._sizes[key] = int(min(max(total // per, 1), self.budget.max_batch))
+            cap = self.budget.max_batch or (MAX_BATCH_CPU if device.type == "cpu" else MAX_BATCH)
+            size = min(max(total // per, 1), cap)
+            if self.budget.fit_cache and device.type == "cpu":
+                # On a CPU a batch whose layers overflow the cache waits on memory: measured 3.6x slower
+                # for EfficientNet-Lite0 at batch 59 than at 8 (bench/bench_concepts.py --batch-sweep).
+                cache = self.budget.cache_bytes or cache_size()
+                if cache:
+                    size = min(size, max(cache // largest, 1))
+            self._sizes[key] = int(size)
         return self._sizes[key]

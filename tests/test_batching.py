@@ -158,3 +158,21 @@ def test_bad_explicit_batch_sizes():
         ConceptConfig(batch_size=0)
     with pytest.raises(ConfigError, match="max_batch"):
         BatchSizer(MemoryBudget(max_batch=0))
+
+
+def test_cli_memory_budget(tmp_path):
+    from vrxcli import save_png, vrx
+
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), "
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    image = save_png(tmp_path / "x.png", 20, 20)
+    model = ["--model", f"python:{tmp_path / 'net.py'}:make", "--input-size", "16", "--mean", "0.5", "--std",
+             "0.25", "--bottleneck", "1", "--labels", tmp_path / "labels.txt"]
+    ok = vrx("classify", *model, "--memory-budget", "30%", image)
+    assert ok.rc == 0 and ok.out.count("%") == 2, ok
+    for bad, says in (("lots", "neither a fraction"), ("150%", "fraction must be in (0, 1]"),
+                      ("1KB", "less than one 3x16x16 image needs")):
+        res = vrx("classify", *model, "--memory-budget", bad, image)
+        assert res.clean() and res.rc == 2 and says in res.err and len(res.err.strip().splitlines()) == 1, res

@@ -13,6 +13,10 @@ How the bytes of one image are measured:
 - elsewhere, the sizes of every distinct tensor the model's modules output in that forward (read
   by forward hooks), plus the input. That is an upper bound on a forward's peak (which frees
   intermediates as it goes) and about what a backward keeps alive, so one sizing serves both.
+
+On the CPU the batch is also kept within the last-level cache (its largest single activation, times
+the batch) and to at most ``MAX_BATCH_CPU`` images: there memory bandwidth, not capacity, limits
+throughput (figures in docs/concepts.md).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..errors import ConfigError
 
 DEFAULT_FRACTION = 0.25   # of the memory available when the budget is first used; others share the machine
 # Caps on the batch (a MemoryBudget's max_batch overrides both). On the CPU, throughput falls past a
-# few dozen images: measured 2.3x slower at 128 than at 32 for the toy CNN and 1.5x for EfficientNet-Lite0
+# few dozen images: measured 2.6x slower at 128 than at 32 for the toy CNN and 1.4x for EfficientNet-Lite0
 # (bench/bench_concepts.py --batch-sweep). Elsewhere (CUDA) the budget decides, up to MAX_BATCH.
 MAX_BATCH_CPU = 32
 MAX_BATCH = 1024

@@ -9,10 +9,14 @@ Reports, in one run:
 
     python bench/bench_concepts.py [--model toy:DIR] [--out runs/bench-concepts]
     python bench/bench_concepts.py --featurise-only [--model SPEC] [--images 4] [--threads 1] [--batch 64]
+    python bench/bench_concepts.py --batch-sweep [--model SPEC] [--images 4] [--lite0-images 1] [--reps 2]
 
 Without --model it renders a training set and trains the toy CNN first (a few minutes).
 With --featurise-only it measures only the featurising ratio, on --model or, without it, on an
 untrained toy CNN (toyworld scenes) and on EfficientNet-Lite0 (skimage's photos), and exits.
+With --batch-sweep it times featurising the same patches with the memory-sized batch (the default,
+vrx.models.batching), with constant batches of 8, 32 and 128, and the bare forward at the
+memory-sized batch, interleaved, on the same models, and exits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from vrx.data.images import load_image, load_image_folder
 from vrx.data.toyworld import render_dataset
 from vrx.models import DEFAULT_THREADS, load
 from vrx.models.adapter import ClassifierAdapter
+from vrx.models.batching import cache_size
 from vrx.models.toytrain import train_toy
 from vrx.run import Run
 from vrx.runtime import threads
@@ -68,10 +73,11 @@ def bare_trunk(adapter: ClassifierAdapter) -> Callable[[torch.Tensor], torch.Ten
 
 
 def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int = 3,
-                    batch: int = ConceptConfig().batch_size) -> dict:
+                    batch: int | None = None) -> dict:
     """Patches/s of PatchFeaturizer.features against the bare bottleneck forward on the same patches."""
     feat = PatchFeaturizer(adapter, ConceptConfig().segmentation, cache_dir=None, batch_size=batch)
     patches = torch.cat([feat.patches(im, segment_image(im, feat.segmentation)) for im in images])
+    batch = adapter.batch_size_for(patches.shape[1:], batch)  # None: the memory-sized batch
     trunk = bare_trunk(adapter)
     mean = torch.tensor(adapter.mean).view(1, 3, 1, 1)
     std = torch.tensor(adapter.std).view(1, 3, 1, 1)
@@ -97,6 +103,53 @@ def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: 
             "bare_patches_per_s": round(n / tb, 1), "ours_patches_per_s": round(n / to, 1),
             "ratio": round(tb / to, 3), "bare_s": round(tb, 3), "ours_s": round(to, 3),
             "torch_threads": torch.get_num_threads(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def batch_sweep(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int,
+                constants: tuple[int, ...] = (8, 32, 128)) -> None:
+    """Print seconds and patches/s of featurising with the memory-sized batch, constant batches and the bare forward."""
+    adapter = adapter.replace(batch_size=None)  # memory-sized, the default budget
+    seg = ConceptConfig().segmentation
+    crop = PatchFeaturizer(adapter, seg)
+    patches = torch.cat([crop.patches(im, segment_image(im, seg)) for im in images])
+    shape = tuple(patches.shape[1:])
+    auto = adapter.batch_size_for(shape)   # the probe forward happens here, outside the timings
+    per = adapter.sizer.bytes_per_image(shape)
+    trunk = bare_trunk(adapter)
+    mean = torch.tensor(adapter.mean).view(1, 3, 1, 1)
+    std = torch.tensor(adapter.std).view(1, 3, 1, 1)
+    adapter.model.eval()
+
+    def bare() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([trunk((patches[s:s + auto] - mean) / std) for s in range(0, len(patches), auto)])
+
+    variants: dict[str, tuple[int, Callable[[], object]]] = {"bare forward": (auto, bare)}
+    variants["memory-sized"] = (auto, PatchFeaturizer(adapter, seg).features)
+    for b in constants:
+        variants[f"constant {b}"] = (b, PatchFeaturizer(adapter, seg, batch_size=b).features)
+    want = bare().flatten(2).mean(2).numpy()  # warm-up, and all must agree
+    for name, (_, fn) in variants.items():
+        got = fn(patches) if name != "bare forward" else want
+        if not np.allclose(want, got, atol=1e-4, rtol=1e-4):
+            raise SystemExit(f"{name} disagrees with the bare forward (max diff {np.abs(want - got).max():.3g})")
+    best = {name: np.inf for name in variants}
+    load_before = os.getloadavg()
+    for _ in range(reps):  # interleaved, so load drift hits every variant alike
+        for name, (_, fn) in variants.items():
+            best[name] = min(best[name], _time(fn if name == "bare forward" else lambda fn=fn: fn(patches)))
+    n, budget, cache = len(patches), adapter.sizer.budget.total(adapter.device), cache_size()
+    print(f"\n{adapter.name} at {adapter.input_size[0]} px: {n} patches of {len(images)} images; memory-sized "
+          f"batch {auto}: budget {budget / 2**20:.0f} MiB / {per / 2**20:.2f} MiB per image (probe bound) = "
+          f"{budget // per}, capped by the {(cache or 0) / 2**20:.0f} MiB last-level cache; peak at most "
+          f"{min(auto, n) * per / 2**20:.0f} MiB per batch; torch threads {torch.get_num_threads()}; "
+          f"load average {' '.join(f'{v:.2f}' for v in load_before)} -> "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; best of {reps}")
+    print(f"{'variant':16s} {'batch':>6s} {'s':>8s} {'patches/s':>10s} {'bare/this':>10s} {'memory-sized/this':>18s}")
+    for name, (b, _) in variants.items():
+        t = best[name]
+        print(f"{name:16s} {b:6d} {t:8.3f} {n / t:10.1f} {best['bare forward'] / t:10.3f} "
+              f"{best['memory-sized'] / t:18.3f}", flush=True)
 
 
 def _untrained_toy() -> ClassifierAdapter:
@@ -135,11 +188,26 @@ def main() -> None:
     ap.add_argument("--featurise-only", action="store_true", help="only the featurising ratio, then exit")
     ap.add_argument("--images", type=int, default=4, help="images whose patches are featurised (ratio)")
     ap.add_argument("--reps", type=int, default=3, help="timing repetitions for the ratio (best kept)")
-    ap.add_argument("--batch", type=int, default=ConceptConfig().batch_size, help="patches per forward (ratio)")
+    ap.add_argument("--batch", type=int, help="patches per forward (ratio; default memory-sized)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--batch-sweep", action="store_true",
+                    help="featurising with the memory-sized batch vs constant batches vs the bare forward, then exit")
+    ap.add_argument("--constants", type=int, nargs="+", default=[8, 32, 128],
+                    help="constant batch sizes to compare in --batch-sweep")
+    ap.add_argument("--lite0-images", type=int, default=1, help="photos for EfficientNet-Lite0 in --batch-sweep")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.batch_sweep:
+        if args.model:
+            adapter = load(args.model)
+            toy = adapter.input_size == (128, 128)
+            batch_sweep(adapter, toy_images(args.images)[0] if toy else photos()[:args.images], args.reps,
+                        tuple(args.constants))
+        else:
+            batch_sweep(_untrained_toy(), toy_images(args.images)[0], args.reps, tuple(args.constants))
+            batch_sweep(load("efficientnet-lite0"), photos()[:args.lite0_images], args.reps, tuple(args.constants))
+        return
     if args.featurise_only:
         featurise_only(args.model, args.images, args.reps, args.batch)
         return

@@ -67,6 +67,7 @@ class ModelSpec(Config):
     labels: str | None = None
     batch_size: int | None = None
     device: str | None = None
+    memory_budget: str | None = None   # batches sized to this when batch_size is None (vrx.models.batching)
 
     def validate(self) -> None:
         check((isinstance(self.model, str) and bool(self.model), "model: a model spec is required"))
@@ -76,7 +77,8 @@ class ModelSpec(Config):
         from .models import load
 
         return load(self.model, bottleneck=self.bottleneck, input_size=self.input_size, mean=self.mean,
-                    std=self.std, class_names=self.labels, batch_size=self.batch_size, device=self.device)
+                    std=self.std, class_names=self.labels, batch_size=self.batch_size, device=self.device,
+                    memory_budget=self.memory_budget)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def add_map_centres(run: Run | str | os.PathLike, adapter: ClassifierAdapter) ->
 
 
 def _fill_cache(run: Run, adapter: ClassifierAdapter, executor: Executor | None, segmentation: Any,
-                batch_size: int, items: list[Any]) -> dict[str, Any] | None:
+                batch_size: int | None, items: list[Any]) -> dict[str, Any] | None:
     """Have ``executor`` compute the patch-cache entries of ``items`` (None: none given, or the local one,
     which leaves featurising to the stage itself)."""
     if executor is None or executor.name == "local":

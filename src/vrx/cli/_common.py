@@ -25,7 +25,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", type=float, nargs="+", metavar="M", help="normalisation mean (1 or 3 values)")
     g.add_argument("--std", type=float, nargs="+", metavar="S", help="normalisation std (1 or 3 values)")
     g.add_argument("--labels", metavar="FILE", help="class names: text file (one per line) or JSON list")
-    g.add_argument("--batch-size", type=int, metavar="N", help="images per forward pass")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per forward pass (default: as many as fit the memory budget)")
+    g.add_argument("--memory-budget", metavar="B",
+                   help="memory a batch may take, a fraction of the available memory (0.25, the "
+                        "default; 25%%) or a size (2GB); ignored with --batch-size")
     g.add_argument("--device", metavar="DEV", help="torch device (default cpu)")
 
 

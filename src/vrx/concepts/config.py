@@ -136,11 +136,13 @@ class ConceptConfig(Config):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tcav: TCAVConfig = field(default_factory=TCAVConfig)
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int | None = None   # images per forward; None: sized by the model's memory budget
 
     def __post_init__(self) -> None:
         for key in ("seed", "batch_size"):  # plain ints (JSON and old callers may give "3" or 3.0)
             value = getattr(self, key)
+            if value is None and key == "batch_size":
+                continue
             try:
                 object.__setattr__(self, key, int(value))
             except (TypeError, ValueError):
@@ -153,6 +155,8 @@ class ConceptConfig(Config):
                  "tcav": TCAVConfig}
         for key, kind in parts.items():
             check((isinstance(getattr(self, key), kind), f"{key} must be a {kind.__name__}"))
+        check((self.batch_size is None or self.batch_size >= 1,
+               f"batch_size must be a positive integer or None (memory-sized), got {self.batch_size!r}"))
 
     @classmethod
     def toyworld(cls, seed: int = 0) -> ConceptConfig:

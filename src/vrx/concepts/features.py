@@ -91,10 +91,12 @@ class PatchFeaturizer:
     """Segments images and featurises their patches at the adapter's bottleneck, with a disk cache.
 
     ``memo`` (optional) keeps recent images' patches in memory, in front of the disk cache.
+    ``batch_size``: patches per forward; None lets the adapter size batches (its explicit batch size,
+    else its memory budget; see :mod:`vrx.models.batching`).
     """
 
     def __init__(self, adapter: ClassifierAdapter, segmentation: SegmentationConfig,
-                 cache_dir: str | Path | None = None, batch_size: int = 64, memo: PatchMemo | None = None):
+                 cache_dir: str | Path | None = None, batch_size: int | None = None, memo: PatchMemo | None = None):
         self.adapter = adapter
         self.segmentation = segmentation
         self.cache_dir = Path(cache_dir) if cache_dir else None

@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any, NamedTuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InvalidImageError, ModelSpecError
 from ..progress import progress
 from . import identity
+from .batching import BatchSizer, MemoryBudget, checked_batch_size
 from .class_index import ClassIndex, normalize_class_name
 from .hooks import StopForward, capture, count_calls, evaluating
 from .inputs import Images, to_tensor, validate_images
@@ -59,8 +59,9 @@ class ClassifierAdapter:
 
     def __init__(self, model: nn.Module, *, input_size: int | Sequence[int], mean: float | Sequence[float],
                  std: float | Sequence[float], bottleneck: str, class_names: Sequence[str],
-                 name: str = "model", batch_size: int = 32, device: str | torch.device = "cpu",
-                 aliases: Mapping[str, int] | None = None):
+                 name: str = "model", batch_size: int | None = None, device: str | torch.device = "cpu",
+                 aliases: Mapping[str, int] | None = None,
+                 memory_budget: MemoryBudget | str | float | int | None = None):
         if not isinstance(model, nn.Module):
             raise ModelSpecError(f"model {name!r} is a {type(model).__name__}, not a torch.nn.Module")
         self.name = str(name)
@@ -69,9 +70,9 @@ class ClassifierAdapter:
         self.std = channel_values(std, "std", self.name)
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"model {self.name!r}: std must be positive, got {self.std}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ConfigError(f"model {self.name!r}: batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        # None: sized from the memory budget per input shape (see .batching); a number always wins.
+        self.fixed_batch_size = checked_batch_size(batch_size, f"model {self.name!r}: batch_size")
+        self.sizer = BatchSizer(memory_budget)
         self.device = torch.device(device)
         self.model = model  # not moved, not switched to eval: each call does that and undoes it
         self.classes = ClassIndex(class_names, aliases, model=self.name)
@@ -89,8 +90,8 @@ class ClassifierAdapter:
     def replace(self, **changes: Any) -> ClassifierAdapter:
         """A new adapter sharing this model, with some constructor arguments changed."""
         args = dict(input_size=self.input_size, mean=self.mean, std=self.std, bottleneck=self.bottleneck,
-                    class_names=self.class_names, name=self.name, batch_size=self.batch_size,
-                    device=self.device, aliases=self.classes.aliases_given)
+                    class_names=self.class_names, name=self.name, batch_size=self.fixed_batch_size,
+                    device=self.device, aliases=self.classes.aliases_given, memory_budget=self.sizer.budget)
         unknown = set(changes) - set(args)
         if unknown:
             raise ConfigError(f"unknown adapter option(s) {sorted(unknown)}; valid: {sorted(args)}")
@@ -149,10 +150,23 @@ class ClassifierAdapter:
         validate_images(x, channels=len(self.mean))
         return x
 
+    @property
+    def batch_size(self) -> int:
+        """Images per forward at the model's input size: the explicit batch size, else memory-sized."""
+        return self.batch_size_for((len(self.mean), *self.input_size))
+
+    def batch_size_for(self, shape: Sequence[int], batch_size: int | None = None) -> int:
+        """Images of ``shape`` (C, H, W) per forward: ``batch_size`` if given, else the adapter's
+        explicit one, else as many as fit the memory budget (measured once per shape)."""
+        explicit = checked_batch_size(batch_size) or self.fixed_batch_size
+        return explicit or self.sizer.batch_size(tuple(shape), self._probe, self.model, self.fill_value, self.device)
+
+    def _probe(self, x: torch.Tensor) -> None:
+        with self.evaluating(), torch.inference_mode():
+            self.forward_module(x)
+
     def _batches(self, x: torch.Tensor, batch_size: int | None, desc: str) -> Iterator[torch.Tensor]:
-        bs = int(batch_size or self.batch_size)
-        if bs < 1:
-            raise ConfigError(f"batch_size must be positive, got {bs}")
+        bs = self.batch_size_for(x.shape[1:], batch_size)
         starts = range(0, x.shape[0], bs)
         for s in progress(starts, desc=f"{self.name} {desc}", total=len(starts),
                           enabled=None if len(starts) > 1 else False):
@@ -281,7 +295,7 @@ class ClassifierAdapter:
         x = self._as_batch(images)
         targets = torch.tensor(self.classes.targets(target, x.shape[0]), dtype=torch.long)
         acts, grads, logits = [], [], []
-        bs = int(batch_size or self.batch_size)
+        bs = self.batch_size_for(x.shape[1:], batch_size)
         with self.evaluating():
             for i, xb in enumerate(self._batches(x, bs, f"gradients {name}")):
                 a, g, o = self._gradient_batch(module, name, xb, targets[i * bs:i * bs + xb.shape[0]])

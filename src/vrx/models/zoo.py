@@ -43,7 +43,8 @@ EFFICIENTNET_LITE0_SIZE = (224, 224)
 # The last MBConv block, 320×7×7 (see docs/models.md for why this and not the 1280-channel head).
 EFFICIENTNET_LITE0_BOTTLENECK = "_blocks.15"
 
-ADAPTER_OPTIONS = ("input_size", "mean", "std", "bottleneck", "class_names", "name", "batch_size", "device")
+ADAPTER_OPTIONS = ("input_size", "mean", "std", "bottleneck", "class_names", "name", "batch_size", "device",
+                   "memory_budget")
 _REQUIRED = ("input_size", "mean", "std", "bottleneck", "class_names")
 
 
@@ -104,20 +105,21 @@ def _efficientnet_lite0_module(device: str) -> nn.Module:
     return model.to(device).eval()
 
 
-def load_efficientnet_lite0(*, bottleneck: str = EFFICIENTNET_LITE0_BOTTLENECK, batch_size: int = 32,
+def load_efficientnet_lite0(*, bottleneck: str = EFFICIENTNET_LITE0_BOTTLENECK, batch_size: int | None = None,
                             device: str | torch.device = "cpu", name: str = EFFICIENTNET_LITE0,
-                            **fixed: Any) -> ClassifierAdapter:
+                            memory_budget: Any = None, **fixed: Any) -> ClassifierAdapter:
     """EfficientNet-Lite0 with ImageNet weights (cached per process; a fresh adapter each call)."""
     if fixed:
         raise ModelSpecError(f"efficientnet-lite0 has fixed {sorted(fixed)}; only bottleneck, "
-                             "batch_size, device and name can be set")
+                             "batch_size, memory_budget, device and name can be set")
     from .imagenet_names import imagenet_aliases, imagenet_class_names
 
     model = _efficientnet_lite0_module(str(torch.device(device)))
     return ClassifierAdapter(model, input_size=EFFICIENTNET_LITE0_SIZE, mean=EFFICIENTNET_LITE0_MEAN,
                              std=EFFICIENTNET_LITE0_STD, bottleneck=bottleneck,
                              class_names=imagenet_class_names(), aliases=imagenet_aliases(),
-                             name=name, batch_size=batch_size, device=device)
+                             name=name, batch_size=batch_size, device=device,
+                             memory_budget=memory_budget)
 
 
 # ---- toy CNN ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ class Executor:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int,
+    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int | None,
                          items: Sequence[ImageInput], cache_dir: str | Path, model_id: str) -> dict[str, Any]:
         """Make sure ``cache_dir`` holds the patches of every item; returns what was done.
 
@@ -36,6 +36,6 @@ class Executor:
 class LocalExecutor(Executor):
     """Featurises nothing ahead: the stage does it in this process, image by image."""
 
-    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int,
+    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int | None,
                          items: Sequence[ImageInput], cache_dir: str | Path, model_id: str) -> dict[str, Any]:
         return {"executor": self.name, "images": len(items), "computed": 0, "workers": 0}

@@ -70,7 +70,7 @@ class RayExecutor(Executor):
             ray.shutdown()
             self._started = False
 
-    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int,
+    def fill_patch_cache(self, model: dict[str, Any], segmentation: SegmentationConfig, batch_size: int | None,
                          items: Sequence[ImageInput], cache_dir: str | Path, model_id: str) -> dict[str, Any]:
         if not ray.is_initialized():
             raise RuntimeError("use the RayExecutor as a context manager: `with RayExecutor() as ex:`")

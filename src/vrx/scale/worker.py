@@ -16,7 +16,7 @@ from ..errors import ArtifactError
 
 
 @lru_cache(maxsize=2)
-def _featurizer(model_json: str, segmentation_json: str, batch_size: int):  # noqa: ANN202
+def _featurizer(model_json: str, segmentation_json: str, batch_size: int | None):  # noqa: ANN202
     """A worker's featurizer, made once per worker process and model (loading a network is slow)."""
     from ..concepts.features import PatchFeaturizer
     from ..run import ModelSpec
@@ -26,7 +26,7 @@ def _featurizer(model_json: str, segmentation_json: str, batch_size: int):  # no
                            batch_size=batch_size)
 
 
-def featurise_items(model: dict[str, Any], segmentation: dict[str, Any], batch_size: int, model_id: str,
+def featurise_items(model: dict[str, Any], segmentation: dict[str, Any], batch_size: int | None, model_id: str,
                     items: Sequence[ImageInput], cache_dir: str | None = None
                     ) -> list[tuple[str, dict[str, np.ndarray] | None]]:
     """A worker's job: (cache key, packed patches) per item, in order.
@@ -37,7 +37,7 @@ def featurise_items(model: dict[str, Any], segmentation: dict[str, Any], batch_s
     from ..concepts.features import to_arrays
 
     featurizer = _featurizer(json.dumps(model, sort_keys=True), json.dumps(segmentation, sort_keys=True),
-                             int(batch_size))
+                             None if batch_size is None else int(batch_size))
     if featurizer.adapter.model_id != model_id:
         raise ArtifactError(f"a worker loaded model {featurizer.adapter.model_id} for spec {model.get('model')!r}, "
                             f"the driver has {model_id}: the workers must see the same model files")

@@ -28,7 +28,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, metavar="N",
                    help="images per forward pass (default: as many as fit the memory budget)")
     g.add_argument("--memory-budget", metavar="B",
-                   help="memory a batch may take, a fraction of the available memory (0.25, the "
+                   help="memory a batch may take, a fraction of the host's RAM or free GPU memory (0.25, the "
                         "default; 25%%) or a size (2GB); ignored with --batch-size")
     g.add_argument("--device", metavar="DEV", help="torch device (default cpu)")
 

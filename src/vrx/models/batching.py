@@ -3,8 +3,9 @@
 A constant batch size is either too small for a small model (throughput left on the table) or too
 big for a large one at a large input (the machine swaps or CUDA runs out of memory). Instead the
 adapter measures, once per input shape, how many bytes one image costs in a forward pass, and
-fills a budget: a fraction of the memory available now (``DEFAULT_FRACTION``) or a fixed number
-of bytes. An explicit batch size (the adapter's ``batch_size`` or a call's) always wins.
+fills a budget: a fraction (``DEFAULT_FRACTION``) of the host's RAM (on the CPU: a fixed figure, so
+the same machine always picks the same batch and repeats its results to the bit) or of the free
+CUDA memory, or a fixed number of bytes. An explicit batch size (the adapter's ``batch_size`` or a call's) always wins.
 
 How the bytes of one image are measured:
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-DEFAULT_FRACTION = 0.25   # of the memory available when the budget is first used; others share the machine
+DEFAULT_FRACTION = 0.25   # of the host's RAM (CPU) or free CUDA memory; others share the machine
 # Caps on the batch (a MemoryBudget's max_batch overrides both). On the CPU, throughput falls past a
 # few dozen images: measured 2.6x slower at 128 than at 32 for the toy CNN and 1.4x for EfficientNet-Lite0
 # (bench/bench_concepts.py --batch-sweep). Elsewhere (CUDA) the budget decides, up to MAX_BATCH.
@@ -48,7 +49,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 2
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """How much memory a batch may take: ``bytes`` if given, else ``fraction`` of what is available."""
+    """How much memory a batch may take: ``bytes`` if given, else ``fraction`` of :func:`budget_memory`."""
 
     fraction: float = DEFAULT_FRACTION
     bytes: int | None = None
@@ -99,10 +100,10 @@ class MemoryBudget:
         raise ConfigError(f"memory budget {value!r} is neither a fraction (0.25, 25%) nor a size (2GB, 512MiB)")
 
     def total(self, device: torch.device) -> int:
-        """The budget in bytes on ``device`` (a fraction is taken of the memory available now)."""
+        """The budget in bytes on ``device`` (a fraction is taken of :func:`budget_memory`)."""
         if self.bytes is not None:
             return self.bytes
-        return max(int(self.fraction * available_memory(device)), 1)
+        return max(int(self.fraction * budget_memory(device)), 1)
 
 
 def cache_size() -> int | None:
@@ -127,26 +128,30 @@ def cache_size() -> int | None:
         return None
 
 
-def available_memory(device: torch.device | str = "cpu") -> int:
-    """Bytes of memory available now: free CUDA memory on a CUDA device, else the host's available RAM."""
+def budget_memory(device: torch.device | str = "cpu") -> int:
+    """Bytes a fractional budget is taken of: free CUDA memory on a CUDA device, else the host's RAM.
+
+    On the CPU this is the total, not what is free now: free memory changes from run to run, and
+    with it the batch and the float rounding of every batched result.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     try:
         import psutil  # optional: used only when installed
-        return int(psutil.virtual_memory().available)
+        return int(psutil.virtual_memory().total)
     except ImportError:
         pass
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        raise ConfigError("cannot tell how much memory is free here; give the model an explicit batch_size "
+        raise ConfigError("cannot tell how much memory this machine has; give the model an explicit batch_size "
                           "or a memory budget in bytes (e.g. 2GB)") from None
 
 

@@ -72,12 +72,8 @@ def bare_trunk(adapter: ClassifierAdapter) -> Callable[[torch.Tensor], torch.Ten
     raise SystemExit(f"no bare forward known for {adapter.name} at {adapter.bottleneck}")
 
 
-def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int = 3,
-                    batch: int | None = None) -> dict:
-    """Patches/s of PatchFeaturizer.features against the bare bottleneck forward on the same patches."""
-    feat = PatchFeaturizer(adapter, ConceptConfig().segmentation, cache_dir=None, batch_size=batch)
-    patches = torch.cat([feat.patches(im, segment_image(im, feat.segmentation)) for im in images])
-    batch = adapter.batch_size_for(patches.shape[1:], batch)  # None: the memory-sized batch
+def bare_forward(adapter: ClassifierAdapter, patches: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
+    """The model's own forward up to the bottleneck over ``patches`` in batches of ``batch``: the baseline."""
     trunk = bare_trunk(adapter)
     mean = torch.tensor(adapter.mean).view(1, 3, 1, 1)
     std = torch.tensor(adapter.std).view(1, 3, 1, 1)
@@ -86,6 +82,16 @@ def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: 
     def bare() -> torch.Tensor:
         with torch.inference_mode():
             return torch.cat([trunk((patches[s:s + batch] - mean) / std) for s in range(0, len(patches), batch)])
+    return bare
+
+
+def featurise_ratio(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int = 3,
+                    batch: int | None = None) -> dict:
+    """Patches/s of PatchFeaturizer.features against the bare bottleneck forward on the same patches."""
+    feat = PatchFeaturizer(adapter, ConceptConfig().segmentation, cache_dir=None, batch_size=batch)
+    patches = torch.cat([feat.patches(im, segment_image(im, feat.segmentation)) for im in images])
+    batch = adapter.batch_size_for(patches.shape[1:], batch)  # None: the memory-sized batch
+    bare = bare_forward(adapter, patches, batch)
 
     def ours() -> np.ndarray:
         return feat.features(patches)
@@ -115,15 +121,7 @@ def batch_sweep(adapter: ClassifierAdapter, images: list[np.ndarray], reps: int,
     shape = tuple(patches.shape[1:])
     auto = adapter.batch_size_for(shape)   # the probe forward happens here, outside the timings
     per = adapter.sizer.bytes_per_image(shape)
-    trunk = bare_trunk(adapter)
-    mean = torch.tensor(adapter.mean).view(1, 3, 1, 1)
-    std = torch.tensor(adapter.std).view(1, 3, 1, 1)
-    adapter.model.eval()
-
-    def bare() -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat([trunk((patches[s:s + auto] - mean) / std) for s in range(0, len(patches), auto)])
-
+    bare = bare_forward(adapter, patches, auto)
     variants: dict[str, tuple[int, Callable[[], object]]] = {"bare forward": (auto, bare)}
     variants["memory-sized"] = (auto, PatchFeaturizer(adapter, seg).features)
     for b in constants:
@@ -206,7 +204,9 @@ def main() -> None:
                         tuple(args.constants))
         else:
             batch_sweep(_untrained_toy(), toy_images(args.images)[0], args.reps, tuple(args.constants))
-            batch_sweep(load("efficientnet-lite0"), photos()[:args.lite0_images], args.reps, tuple(args.constants))
+            if args.lite0_images > 0:
+                batch_sweep(load("efficientnet-lite0"), photos()[:args.lite0_images], args.reps,
+                            tuple(args.constants))
         return
     if args.featurise_only:
         featurise_only(args.model, args.images, args.reps, args.batch)

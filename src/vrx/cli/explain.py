@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_max_pixels_argument, add_run_model_arguments, check_out_dir, max_pixels, run_from_args
+from ._common import add_max_pixels_argument, add_run_model_arguments, max_pixels, run_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_edges < 0:
         raise ConfigError(f"--max-edges must be >= 0, got {args.max_edges}")
-    check_out_dir(args.out)
     limit = max_pixels(args)
     try:
         written = explain_images(run_from_args(args, args.run), args.images, args.out, max_edges=args.max_edges,
